@@ -1,0 +1,278 @@
+"""The Application: configuration, single-instance lock, logging, servers, signals, shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    LEVELLED_KEYS,
+    Settings,
+    check_instance,
+    check_name,
+    load_settings,
+    to_snake_case,
+)
+from .errors import ConfigurationError, EcosysError
+from .lock import InstanceLock
+from .logs import LogSetup
+from .routing import Registry, Router, default_registry
+from .tasks import TaskKeeper, default_task_keeper
+from .transport.tcp import TcpServer
+from .transport.uds import UdsServer
+from .transport.udp import UdpServer
+
+log = logging.getLogger("ecosys.app")
+
+_current: Application | None = None
+
+
+def current_app() -> Application:
+    """The application that is running in this process."""
+    if _current is None:
+        raise EcosysError("no ecosys Application is running")
+    return _current
+
+
+def default_name() -> str:
+    """The program's basename (or the ``-m`` module's last part) in snake_case."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        module = spec.name.removesuffix(".__main__")
+        base = module.rsplit(".", 1)[-1]
+    else:
+        base = Path(sys.argv[0] or "ecosys").stem
+    return to_snake_case(base) or "ecosys_app"
+
+
+class Application:
+    """An ecosys service: ``Application().run()`` is a whole program.
+
+    *config* holds values set in code (below environment, file and flags in
+    precedence). *registry* defaults to the one ``@endpoint`` fills.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        instance: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        registry: Registry | None = None,
+        task_keeper: TaskKeeper | None = None,
+    ) -> None:
+        self.name = check_name(name if name is not None else default_name())
+        self.instance = check_instance(instance) if instance is not None else None
+        self.code_config = dict(config or {})
+        self.registry = registry if registry is not None else default_registry
+        self.task_keeper = task_keeper if task_keeper is not None else default_task_keeper
+        self.config: Settings | None = None
+        self.router = Router(self.registry)
+        self.servers: list[Any] = []
+        self._lock: InstanceLock | None = None
+        self._logs: LogSetup | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stopping = False
+
+    # ----- configuration -------------------------------------------------
+
+    def argument_parser(self) -> argparse.ArgumentParser:
+        """The command-line flags of this application."""
+        parser = argparse.ArgumentParser(
+            prog=self.name,
+            description=f"ecosys application {self.name!r}. Settings come from defaults, code, "
+            "ECOENV_* environment variables, the -c file and these flags, in rising precedence.",
+        )
+        parser.add_argument("-i", "--instance", required=self.instance is None,
+                            help="instance id of this process (letters, digits, _)")
+        parser.add_argument("-c", "--config_file", "--config-file", dest="config_file",
+                            help="JSON configuration file (none is loaded unless given)")
+        parser.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP")
+        parser.add_argument("--udp", metavar="HOST:PORT", help="listen on UDP")
+        parser.add_argument("--uds", metavar="PATH",
+                            help="listen on a Unix socket; basename DEFAULT means <app>_<instance>.uds.sock")
+        for key in LEVELLED_KEYS:
+            field = Settings.model_fields[key]
+            names = [f"--{key}"]
+            if "_" in key:
+                names.append(f"--{key.replace('_', '-')}")
+            if field.annotation is bool:
+                parser.add_argument(*names, dest=key, nargs="?", const="true", metavar="BOOL")
+            else:
+                parser.add_argument(*names, dest=key, metavar=key.upper())
+        parser.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                            help="a value for config.extra (repeatable)")
+        return parser
+
+    def configure(
+        self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read flags (``sys.argv`` when None), environment and file; set ``self.config``."""
+        args = self.argument_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        flags = vars(args)
+        instance = flags.pop("instance") or self.instance
+        config_file = flags.pop("config_file")
+        assert instance is not None
+        self.instance = check_instance(instance)
+        self.config = load_settings(
+            self.name, self.instance, code=self.code_config, environ=environ,
+            config_file=config_file, flags=flags,
+        )
+        return self.config
+
+    # ----- lifecycle -----------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the lock, start logging and every configured server."""
+        global _current
+        if self.config is None:
+            if self.instance is None:
+                raise ConfigurationError("no instance given: use -i/--instance or Application(instance=...)")
+            self.configure(argv=[])
+        cfg = self.config
+        assert cfg is not None
+        self._stop_event = asyncio.Event()
+        self._lock = InstanceLock(cfg.lock_path)
+        self._lock.acquire(f"{self.name} instance {self.instance}")
+        try:
+            self._logs = LogSetup(
+                cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
+                backups=cfg.log_backups, compress=cfg.log_compress, console=cfg.log_console,
+            )
+            await self._start_servers(cfg)
+        except BaseException:
+            await self._close_servers(0)
+            self._release()
+            raise
+        _current = self
+        where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
+        log.info("%s instance %s started on %s", self.name, self.instance, where)
+
+    async def _start_servers(self, cfg: Settings) -> None:
+        self.router = Router(self.registry)
+        wanted: list[Any] = []
+        if cfg.tcp is not None:
+            wanted.append(TcpServer(self.router, cfg.tcp.host, cfg.tcp.port,
+                                    max_message_size=cfg.max_message_size))
+        if cfg.udp is not None:
+            wanted.append(UdpServer(self.router, cfg.udp.host, cfg.udp.port))
+        if cfg.uds_path is not None:
+            cfg.uds_path.parent.mkdir(parents=True, exist_ok=True)
+            wanted.append(UdsServer(self.router, str(cfg.uds_path),
+                                    max_message_size=cfg.max_message_size))
+        for server in wanted:
+            try:
+                await server.start()
+            except OSError as exc:
+                raise ConfigurationError(f"cannot listen on {server!r}: {exc.strerror or exc}") from None
+            self.servers.append(server)
+
+    def request_stop(self) -> None:
+        """Ask a running application to shut down (what SIGINT and SIGTERM do)."""
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`request_stop` is called."""
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight work within the grace period, release everything."""
+        global _current
+        if self._stopping or self._lock is None:
+            return
+        self._stopping = True
+        grace = self.config.shutdown_grace if self.config else 10.0
+        log.info("shutting down (grace %.1fs)", grace)
+        try:
+            await self._close_servers(grace)
+            cancelled = await self.task_keeper.wait_all(grace)
+            if cancelled:
+                log.warning("%d background task(s) cancelled at shutdown", cancelled)
+            log.info("%s instance %s stopped", self.name, self.instance)
+        finally:
+            self._release()
+            if _current is self:
+                _current = None
+            self._stopping = False
+
+    async def _close_servers(self, grace: float) -> None:
+        servers, self.servers = self.servers, []
+        await asyncio.gather(*(server.close(grace) for server in servers), return_exceptions=True)
+
+    def _release(self) -> None:
+        if self._logs is not None:
+            self._logs.close()
+            self._logs = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def serve(self) -> None:
+        """Start, run until asked to stop (signal or :meth:`request_stop`), then stop."""
+        await self.start()
+        await self._serve_started()
+
+    async def _serve_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or a platform without signals
+        try:
+            await self.wait_stopped()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def run(self, argv: Sequence[str] | None = None) -> None:
+        """Parse the command line and serve until SIGINT/SIGTERM; exits the process."""
+        try:
+            cfg = self.configure(argv)
+        except ConfigurationError as exc:
+            print(f"{self.name}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(run_with_loop(self._main(), cfg.event_loop))
+
+    async def _main(self) -> int:
+        try:
+            await self.start()
+        except EcosysError as exc:
+            print(f"{self.name}: error: {exc}", file=sys.stderr)
+            return 1
+        assert self.config is not None
+        print(
+            f"{self.name} instance {self.instance} listening on "
+            f"{', '.join(repr(s) for s in self.servers) or 'no transport'}; "
+            f"log {self.config.log_path}",
+            flush=True,
+        )
+        await self._serve_started()
+        return 0
+
+
+def run_with_loop(main: Any, event_loop: str = "auto") -> Any:
+    """Run a coroutine on uvloop when installed (or when asked), else on asyncio's loop."""
+    factory = None
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise ConfigurationError("event_loop is 'uvloop' but uvloop is not installed") from None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

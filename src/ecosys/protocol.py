@@ -1,0 +1,172 @@
+"""The wire protocol: envelopes, status codes, encoding, decoding and framing limits.
+
+Nothing here knows about sockets; everything works on bytes so that routing and
+tests can use it directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+ENQ = b"\x05"
+ACK = b"\x06"
+HEARTBEAT_REQUEST = ENQ + b"\n"
+HEARTBEAT_REPLY = ACK + b"\n"
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+class Status(IntEnum):
+    """Response status codes of the protocol."""
+
+    SUCCESS = 0
+    PROTOCOL_ERROR = 100
+    CLIENT_DENIED = 200
+    VALIDATION_ERROR = 300
+    UNKNOWN_ROUTE = 400
+    APPLICATION_BUSY = 500
+    PROCESSING_FAILURE = 600
+    UNKNOWN = 999
+
+
+@dataclass(slots=True)
+class Request:
+    """A decoded request envelope."""
+
+    uid: str
+    route_key: str
+    data: Any = None
+
+
+@dataclass(slots=True)
+class Response:
+    """A decoded response envelope."""
+
+    uid: str
+    status: int
+    data: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the status is 0."""
+        return self.status == Status.SUCCESS
+
+
+class ProtocolViolation(Exception):
+    """Raised when bytes cannot be decoded into a valid envelope.
+
+    ``uid`` is the request's uid when it could be read, so the error response
+    can still be matched by the caller.
+    """
+
+    def __init__(self, message: str, uid: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.uid = uid
+        self.details = details
+
+
+def new_uid() -> str:
+    """Return a fresh request uid as a canonical UUID string."""
+    return str(uuid.uuid4())
+
+
+def is_valid_uid(value: object) -> bool:
+    """True when *value* is a string holding a UUID."""
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def error_body(message: str, details: Any = None) -> dict[str, Any]:
+    """The ``data`` of every non-zero response."""
+    return {"message": message, "details": details}
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request (without its trailing newline) or raise ProtocolViolation."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolViolation("message is not valid JSON", details=str(exc)) from None
+    if type(obj) is not dict:
+        raise ProtocolViolation("message is not a JSON object")
+    uid = obj.get("uid")
+    if uid is None:
+        uid = new_uid()
+    elif not is_valid_uid(uid):
+        raise ProtocolViolation("uid is not a UUID string", details={"uid": _printable(uid)})
+    route_key = obj.get("route_key")
+    if route_key is None:
+        raise ProtocolViolation("missing field: route_key", uid=uid)
+    if not isinstance(route_key, str):
+        raise ProtocolViolation("route_key must be a string", uid=uid)
+    return Request(uid, route_key, obj.get("data"))
+
+
+def decode_response(line: bytes) -> Response:
+    """Decode one response (without its trailing newline) or raise ProtocolViolation."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolViolation("response is not valid JSON", details=str(exc)) from None
+    if type(obj) is not dict:
+        raise ProtocolViolation("response is not a JSON object")
+    uid = obj.get("uid")
+    status = obj.get("status")
+    if not isinstance(uid, str) or type(status) is not int:
+        raise ProtocolViolation("response lacks a string uid or an integer status")
+    return Response(uid, status, obj.get("data"))
+
+
+def encode_request(uid: str, route_key: str, data: Any) -> bytes:
+    """Encode a request envelope as one newline-terminated line."""
+    return orjson.dumps(
+        {"uid": uid, "route_key": route_key, "data": data}, option=orjson.OPT_APPEND_NEWLINE
+    )
+
+
+def encode_response(uid: str, status: int, data: Any) -> bytes:
+    """Encode a response envelope as one newline-terminated line."""
+    return orjson.dumps(
+        {"uid": uid, "status": int(status), "data": data}, option=orjson.OPT_APPEND_NEWLINE
+    )
+
+
+def encode_success_json(uid: str, data_json: bytes) -> bytes:
+    """Encode a status-0 response whose data is already serialised JSON.
+
+    The uid was validated as a UUID, so it needs no escaping; this skips a
+    second serialisation pass over the handler's result on the hot path.
+    """
+    return b'{"uid":"' + uid.encode() + b'","status":0,"data":' + data_json + b"}\n"
+
+
+def encode_error(uid: str | None, status: int, message: str, details: Any = None) -> bytes:
+    """Encode an error response; an unknown uid is sent as null."""
+    return orjson.dumps(
+        {"uid": uid, "status": int(status), "data": error_body(message, details)},
+        option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATACLASS,
+        default=str,
+    )
+
+
+def _printable(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def encode_request_json(uid: str, route_key: str, data_json: bytes) -> bytes:
+    """Encode a request whose data is already serialised JSON (the client's hot path)."""
+    return (
+        b'{"uid":"' + uid.encode() + b'","route_key":' + orjson.dumps(route_key)
+        + b',"data":' + data_json + b"}\n"
+    )

@@ -1,0 +1,252 @@
+"""Endpoints, the route table and dispatch of decoded requests to handlers.
+
+Routing works on bytes in and bytes out, so a handler can be tested by calling
+:meth:`Router.handle` with a request line, no socket needed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter
+
+from .errors import ConfigurationError, Reject
+from .protocol import (
+    ProtocolViolation,
+    Request,
+    Status,
+    decode_request,
+    encode_error,
+    encode_success_json,
+)
+from .tracking import current_uid
+
+log = logging.getLogger("ecosys.routing")
+
+Handler = Callable[..., Awaitable[Any]]
+RESERVED_PREFIX = "eco."
+
+
+class Endpoint:
+    """A route key bound to an async handler and the model of its request data."""
+
+    def __init__(self, route_key: str, handler: Handler, *, reserved: bool = False) -> None:
+        if not isinstance(route_key, str) or not route_key.strip():
+            raise ConfigurationError("a route key must be a non-empty string")
+        if route_key.startswith(RESERVED_PREFIX) and not reserved:
+            raise ConfigurationError(
+                f"route key {route_key!r}: the prefix {RESERVED_PREFIX!r} is reserved "
+                "for the standard endpoints"
+            )
+        if not inspect.iscoroutinefunction(handler):
+            raise ConfigurationError(
+                f"endpoint {route_key!r}: handler {handler.__qualname__} must be an async function"
+            )
+        self.route_key = route_key
+        self.handler = handler
+        self.request_param: str | None = None
+        self.request_type: Any = None
+        self.uid_param: str | None = None
+        self.uid_as_uuid = False
+        self._inspect_signature()
+        self._validate = self._build_validator()
+
+    @property
+    def name(self) -> str:
+        """The handler's qualified name, for messages."""
+        return f"{self.handler.__module__}.{self.handler.__qualname__}"
+
+    def _inspect_signature(self) -> None:
+        try:
+            hints = typing.get_type_hints(self.handler)
+        except Exception as exc:  # unresolvable forward references
+            raise ConfigurationError(
+                f"endpoint {self.route_key!r}: cannot read the annotations of {self.name}: {exc}"
+            ) from exc
+        for param in inspect.signature(self.handler).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise ConfigurationError(
+                    f"endpoint {self.route_key!r}: *args/**kwargs are not supported"
+                )
+            if param.name == "uid":
+                self.uid_param = param.name
+                self.uid_as_uuid = hints.get("uid") in (uuid.UUID, uuid.UUID | None)
+                continue
+            if self.request_param is not None:
+                raise ConfigurationError(
+                    f"endpoint {self.route_key!r}: {self.name} takes more than one request "
+                    "parameter; it may take one model parameter and an optional 'uid'"
+                )
+            if param.name not in hints:
+                raise ConfigurationError(
+                    f"endpoint {self.route_key!r}: parameter {param.name!r} of {self.name} "
+                    "needs a type annotation (the request model)"
+                )
+            self.request_param = param.name
+            self.request_type = hints[param.name]
+
+    def _build_validator(self) -> Callable[[Any], Any] | None:
+        kind = self.request_type
+        if self.request_param is None:
+            return None
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            model = kind
+
+            def validate_model(data: Any) -> Any:
+                return model.model_validate({} if data is None else data)
+
+            return validate_model
+        return TypeAdapter(kind).validate_python
+
+    def validate(self, data: Any) -> Any:
+        """Turn request data into the handler's argument; raises pydantic.ValidationError."""
+        return None if self._validate is None else self._validate(data)
+
+    async def call(self, uid: str, value: Any) -> Any:
+        """Run the handler with a validated request value."""
+        kwargs: dict[str, Any] = {}
+        if self.request_param is not None:
+            kwargs[self.request_param] = value
+        if self.uid_param is not None:
+            kwargs[self.uid_param] = uuid.UUID(uid) if self.uid_as_uuid else uid
+        return await self.handler(**kwargs)
+
+
+class Registry:
+    """A set of endpoints keyed by route key; decorators fill the default one."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+
+    def add(self, endpoint: Endpoint) -> Endpoint:
+        """Register *endpoint*; a route key registered twice is an error."""
+        existing = self.endpoints.get(endpoint.route_key)
+        if existing is not None:
+            raise ConfigurationError(
+                f"duplicate route key {endpoint.route_key!r}: {endpoint.name} and {existing.name}"
+            )
+        self.endpoints[endpoint.route_key] = endpoint
+        return endpoint
+
+    def get(self, route_key: str) -> Endpoint | None:
+        """The endpoint for *route_key*, or None."""
+        return self.endpoints.get(route_key)
+
+    def clear(self) -> None:
+        """Forget every endpoint."""
+        self.endpoints.clear()
+
+    def __contains__(self, route_key: object) -> bool:
+        return route_key in self.endpoints
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+
+default_registry = Registry()
+
+
+def reset_default_registry() -> None:
+    """Empty the default registry (tests call this between cases)."""
+    default_registry.clear()
+
+
+def endpoint(route_key: str, *, registry: Registry | None = None) -> Callable[[Handler], Handler]:
+    """Register an async handler for *route_key*; the request model is its annotation."""
+
+    def register(func: Handler) -> Handler:
+        (registry if registry is not None else default_registry).add(Endpoint(route_key, func))
+        return func
+
+    return register
+
+
+class PreparedCall:
+    """A request that passed parsing, routing and validation, ready to run."""
+
+    __slots__ = ("endpoint", "uid", "value")
+
+    def __init__(self, endpoint: Endpoint, uid: str, value: Any) -> None:
+        self.endpoint = endpoint
+        self.uid = uid
+        self.value = value
+
+
+class Router:
+    """Maps request lines to endpoints and turns outcomes into response lines."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else default_registry
+        self.busy_reason: str | None = None
+
+    def prepare(self, line: bytes) -> PreparedCall | bytes:
+        """Parse and validate *line*; return a call to run, or an error response line."""
+        try:
+            request = decode_request(line)
+        except ProtocolViolation as exc:
+            return encode_error(exc.uid, Status.PROTOCOL_ERROR, exc.message, exc.details)
+        return self.prepare_request(request)
+
+    def prepare_request(self, request: Request) -> PreparedCall | bytes:
+        """Route and validate a decoded request."""
+        target = self.registry.endpoints.get(request.route_key)
+        if target is None:
+            return encode_error(
+                request.uid,
+                Status.UNKNOWN_ROUTE,
+                f"unknown route key: {request.route_key!r}",
+                {"route_key": request.route_key},
+            )
+        if self.busy_reason is not None:
+            return encode_error(request.uid, Status.APPLICATION_BUSY, self.busy_reason)
+        try:
+            value = target.validate(request.data)
+        except pydantic.ValidationError as exc:
+            return encode_error(
+                request.uid,
+                Status.VALIDATION_ERROR,
+                f"request data does not fit {request.route_key!r}",
+                _validation_details(exc),
+            )
+        return PreparedCall(target, request.uid, value)
+
+    async def run(self, call: PreparedCall) -> bytes:
+        """Run a prepared call with its uid in the tracking context; return the response line."""
+        uid = call.uid
+        token = current_uid.set(uid)
+        try:
+            result = await call.endpoint.call(uid, call.value)
+            return encode_success_json(uid, pydantic_core.to_json(result))
+        except Reject as exc:
+            return encode_error(uid, exc.status, exc.message, exc.details)
+        except Exception as exc:
+            log.exception("handler for %r raised", call.endpoint.route_key)
+            return encode_error(
+                uid,
+                Status.PROCESSING_FAILURE,
+                f"{type(exc).__name__}: {exc}",
+                {"exception": type(exc).__name__},
+            )
+        finally:
+            current_uid.reset(token)
+
+    async def handle(self, line: bytes) -> bytes:
+        """Answer one request line (without newline) with one response line."""
+        prepared = self.prepare(line)
+        if isinstance(prepared, bytes):
+            return prepared
+        return await self.run(prepared)
+
+
+def _validation_details(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]

@@ -1,0 +1,404 @@
+"""The client side shared by every transport, and the stream (TCP/UDS) client.
+
+A client is safe to share between coroutines: a persistent stream client
+opens one connection, writes requests as they come and matches responses to
+callers by uid, so hundreds of calls can be in flight on one socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, TypeVar
+
+import orjson
+import pydantic
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter
+
+from ..errors import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionLost,
+    RequestTimeout,
+    TransportError,
+    response_error,
+)
+from ..protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HEARTBEAT_REQUEST,
+    ProtocolViolation,
+    Response,
+    decode_response,
+    encode_request_json,
+    new_uid,
+)
+from ..tracking import current_uid
+
+log = logging.getLogger("ecosys.client")
+
+T = TypeVar("T")
+
+
+def encode_data(data: Any) -> bytes:
+    """Serialise request data (a model, or anything JSON-able) to JSON bytes."""
+    if isinstance(data, BaseModel):
+        return pydantic_core.to_json(data)
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return pydantic_core.to_json(data)
+
+
+class Client:
+    """Timeouts, bounded retries, uid propagation and response checking for all transports.
+
+    Only failures where the request surely did not reach the server
+    (connection refused, connection closed before sending) are retried, plus
+    timeouts when ``retry_on_timeout`` is set: a request that may have been
+    processed is never sent twice unless you say it is safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        retry_delay: float = 0.1,
+        retry_on_timeout: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.retry_on_timeout = retry_on_timeout
+        self.max_message_size = max_message_size
+
+    @property
+    def url(self) -> str:
+        """The server address as a URL."""
+        raise NotImplementedError
+
+    async def send(
+        self, route_key: str, data: Any = None, *, uid: str | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one request and return the response envelope, whatever its status."""
+        if uid is None:
+            uid = current_uid.get() or new_uid()
+        payload = encode_request_json(uid, route_key, encode_data(data))
+        if len(payload) - 1 > self.max_message_size:
+            raise TransportError(
+                f"request of {len(payload) - 1} bytes exceeds the maximum message size "
+                f"of {self.max_message_size}"
+            )
+        limit = self.timeout if timeout is None else timeout
+        attempt = 0
+        while True:
+            try:
+                return await self._exchange(uid, payload, limit)
+            except ConnectFailed:
+                if attempt >= self.retries:
+                    raise
+            except RequestTimeout:
+                if not self.retry_on_timeout or attempt >= self.retries:
+                    raise
+            attempt += 1
+            log.debug("retrying %s to %s (attempt %d)", route_key, self.url, attempt + 1)
+            await asyncio.sleep(self.retry_delay * (2 ** (attempt - 1)))
+
+    async def request(
+        self, route_key: str, data: Any = None, *, response_model: Any = None,
+        uid: str | None = None, timeout: float | None = None,
+    ) -> Any:
+        """Send a request; return its data (parsed as *response_model* if given).
+
+        A non-zero status raises the matching :class:`ResponseError` subclass.
+        """
+        response = await self.send(route_key, data, uid=uid, timeout=timeout)
+        if response.status != 0:
+            raise response_error(response.status, response.data, response.uid)
+        if response_model is None:
+            return response.data
+        try:
+            if isinstance(response_model, type) and issubclass(response_model, BaseModel):
+                return response_model.model_validate(response.data)
+            return TypeAdapter(response_model).validate_python(response.data)
+        except pydantic.ValidationError as exc:
+            raise BadResponse(
+                f"response to {route_key!r} does not fit {response_model!r}: {exc}"
+            ) from exc
+
+    async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close connections; the client reconnects if used again."""
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url})"
+
+
+class ResponseMatcher:
+    """Futures of requests in flight, keyed by uid, with per-uid ordering."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, asyncio.Future[Response]] = {}
+
+    async def wait(
+        self, uid: str, write: Any, payload: bytes, timeout: float
+    ) -> Response:
+        """Register *uid*, write the payload and wait for the matching response."""
+        # Requests sent while handling one request share its uid; responses are
+        # matched by uid, so a second request with the same uid waits its turn.
+        while uid in self.pending:
+            try:
+                await asyncio.shield(self.pending[uid])
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and not self.pending[uid].cancelled():
+                    raise
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Response] = loop.create_future()
+        self.pending[uid] = future
+        timer = loop.call_later(timeout, _expire, future, timeout)
+        try:
+            write(payload)
+            return await future
+        finally:
+            timer.cancel()
+            if self.pending.get(uid) is future:
+                del self.pending[uid]
+
+    def deliver(self, response: Response) -> None:
+        """Resolve the future waiting for *response*'s uid (late answers are dropped)."""
+        future = self.pending.get(response.uid)
+        if future is None:
+            if len(self.pending) == 1 and response.status != 0:
+                # Errors the server could not tag (uid null) go to the only caller.
+                future = next(iter(self.pending.values()))
+            else:
+                log.debug("dropping response for uid %s: nobody waits for it", response.uid)
+                return
+        if not future.done():
+            future.set_result(response)
+
+    def fail_all(self, exc: Exception) -> None:
+        """Fail every waiting caller with *exc*."""
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+
+def _expire(future: asyncio.Future[Response], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(f"no response within {timeout:g}s"))
+
+
+class StreamClientProtocol(asyncio.Protocol):
+    """One client connection: writes requests, reads response lines, answers heartbeats."""
+
+    def __init__(self, max_message_size: int) -> None:
+        self.matcher = ResponseMatcher()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._max = max_message_size
+        self._buffer = b""
+        self._ack: asyncio.Future[None] | None = None
+        self.last_received = 0.0
+
+    @property
+    def alive(self) -> bool:
+        """True while the connection can carry requests."""
+        return self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        reason = f": {exc}" if exc else ""
+        self.matcher.fail_all(ConnectionLost(f"connection closed while waiting for a response{reason}"))
+        if self._ack is not None and not self._ack.done():
+            self._ack.set_exception(ConnectionLost("connection closed"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            line = data[start:end]
+            start = end + 1
+            self._line_received(line)
+        rest = data[start:] if start else data
+        if len(rest) > self._max:
+            self.abort(BadResponse(f"response exceeds the maximum size of {self._max} bytes"))
+            return
+        self._buffer = rest
+
+    def _line_received(self, line: bytes) -> None:
+        if line == b"\x06":
+            if self._ack is not None and not self._ack.done():
+                self._ack.set_result(None)
+            return
+        try:
+            response = decode_response(line)
+        except ProtocolViolation as exc:
+            self.abort(BadResponse(f"server sent an invalid response: {exc.message}"))
+            return
+        self.matcher.deliver(response)
+
+    def abort(self, exc: Exception) -> None:
+        """Fail every caller with *exc* and drop the connection."""
+        self.matcher.fail_all(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def request(self, uid: str, payload: bytes, timeout: float) -> Response:
+        """Send one request on this connection and wait for its response."""
+        if not self.alive:
+            raise ConnectFailed("connection closed before the request was sent")
+        return await self.matcher.wait(uid, self._write, payload, timeout)
+
+    def _write(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectFailed("connection closed before the request was sent")
+        transport.write(payload)
+
+    async def heartbeat(self, timeout: float) -> None:
+        """Send ENQ and wait for ACK; close the connection if none arrives in time."""
+        loop = asyncio.get_running_loop()
+        self._ack = loop.create_future()
+        if not self.alive:
+            return
+        assert self.transport is not None
+        self.transport.write(HEARTBEAT_REQUEST)
+        try:
+            await asyncio.wait_for(self._ack, timeout)
+        except asyncio.TimeoutError:
+            log.warning("no heartbeat reply within %gs; dropping the connection", timeout)
+            self.abort(ConnectionLost("heartbeat not answered; connection presumed dead"))
+        except ConnectionLost:
+            pass
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+class StreamClient(Client):
+    """Newline-JSON client over a stream socket; subclasses say how to connect.
+
+    ``persistent=True`` (default): one shared connection, reopened on demand
+    after it drops, kept alive and checked by heartbeats every
+    ``heartbeat_interval`` seconds of silence. ``persistent=False``: one
+    connection per request, closed after its response.
+    """
+
+    def __init__(
+        self,
+        *,
+        persistent: bool = True,
+        heartbeat_interval: float | None = 5.0,
+        heartbeat_timeout: float = 5.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.persistent = persistent
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self._connection: StreamClientProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    def _protocol_factory(self) -> StreamClientProtocol:
+        return StreamClientProtocol(self.max_message_size)
+
+    async def _open(self) -> tuple[asyncio.BaseTransport, Any]:
+        raise NotImplementedError
+
+    async def _connect(self) -> StreamClientProtocol:
+        try:
+            _, protocol = await asyncio.wait_for(self._open(), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectFailed(f"cannot connect to {self.url}: {exc or 'timed out'}") from exc
+        return protocol  # type: ignore[no-any-return]
+
+    async def _shared_connection(self) -> StreamClientProtocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # First use, or a client reused on a new event loop: start afresh.
+            self._loop = loop
+            self._connection = None
+            self._connect_lock = asyncio.Lock()
+            self._heartbeat_task = None
+        connection = self._connection
+        if connection is not None and connection.alive:
+            return connection
+        assert self._connect_lock is not None
+        async with self._connect_lock:
+            connection = self._connection
+            if connection is not None and connection.alive:
+                return connection
+            connection = await self._connect()
+            self._connection = connection
+            if self.heartbeat_interval and (
+                self._heartbeat_task is None or self._heartbeat_task.done()
+            ):
+                self._heartbeat_task = loop.create_task(self._keep_alive())
+            return connection
+
+    async def _keep_alive(self) -> None:
+        assert self.heartbeat_interval
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            connection = self._connection
+            if connection is None or not connection.alive:
+                return
+            await connection.heartbeat(self.heartbeat_timeout)
+
+    async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
+        if self.persistent:
+            connection = await self._shared_connection()
+            return await connection.request(uid, payload, timeout)
+        connection = await self._connect()
+        try:
+            return await connection.request(uid, payload, timeout)
+        finally:
+            connection.close()
+
+    async def close(self) -> None:
+        """Close the shared connection and stop its heartbeat."""
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, RuntimeError):
+                pass
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.alive:
+            connection.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(connection.closed), 1.0)
+            except (asyncio.TimeoutError, RuntimeError):
+                pass

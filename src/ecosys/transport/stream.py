@@ -1,0 +1,206 @@
+"""Newline-delimited JSON over stream sockets (TCP and UDS): the server side.
+
+One protocol object per connection reads lines until EOF and runs the
+requests of a connection concurrently, each response tagged by its uid, so
+transient and persistent (multiplexed) clients are served alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..protocol import HEARTBEAT_REPLY, Status, encode_error
+from ..routing import PreparedCall, Router
+
+log = logging.getLogger("ecosys.transport")
+
+# Beyond this many unfinished requests on one connection the server stops
+# reading from it until some finish: a client cannot make it buffer without bound.
+MAX_IN_FLIGHT_PER_CONNECTION = 4096
+
+
+class StreamServer:
+    """Common lifecycle of the TCP and UDS servers: listen, track, drain, close."""
+
+    kind = "stream"
+
+    def __init__(self, router: Router, *, max_message_size: int) -> None:
+        self.router = router
+        self.max_message_size = max_message_size
+        self.connections: set[StreamServerProtocol] = set()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    def _factory(self) -> StreamServerProtocol:
+        return StreamServerProtocol(self)
+
+    @property
+    def address(self) -> Any:
+        """The bound address (host, port) or socket path."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return self._server.sockets[0].getsockname()
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish within *grace* seconds, then close."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()
+        if self.in_flight:
+            done, pending = await asyncio.wait(list(self.in_flight), timeout=grace)
+            if pending:
+                log.warning("%d request(s) still running after %.1fs grace; cancelling",
+                            len(pending), grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._server = None
+
+
+class StreamServerProtocol(asyncio.Protocol):
+    """One server-side connection: framing, heartbeat, concurrency, back-pressure."""
+
+    def __init__(self, server: StreamServer) -> None:
+        self._server = server
+        self._router = server.router
+        self._max = server.max_message_size
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+        self._in_flight = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._stopped = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._transport = None
+
+    def eof_received(self) -> bool | None:
+        # A transient client may half-close after its request: keep the write
+        # side open until the pending responses are written.
+        if self._in_flight:
+            self._stopped = True
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+        start = 0
+        find = data.find
+        while True:
+            end = find(b"\n", start)
+            if end < 0:
+                break
+            line = data[start:end]
+            start = end + 1
+            if len(line) > self._max:
+                self._reject_oversized()
+                return
+            self._line_received(line)
+            if self._transport is None or self._transport.is_closing():
+                return
+        rest = data[start:] if start else data
+        if len(rest) > self._max:
+            self._reject_oversized()
+            return
+        self._buffer = rest
+
+    def _line_received(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line or line.isspace():
+            return
+        if line == b"\x05":
+            self._write(HEARTBEAT_REPLY)
+            return
+        prepared = self._router.prepare(line)
+        if type(prepared) is bytes:
+            self._write(prepared)
+            return
+        assert isinstance(prepared, PreparedCall)
+        task = asyncio.get_running_loop().create_task(self._run(prepared))
+        self._in_flight += 1
+        self._server.in_flight.add(task)
+        task.add_done_callback(self._request_done)
+        if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
+            self._update_reading()
+
+    async def _run(self, call: PreparedCall) -> None:
+        self._write(await self._router.run(call))
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._server.in_flight.discard(task)
+        self._in_flight -= 1
+        if self._reading_paused:
+            self._update_reading()
+        if self._stopped and not self._in_flight and self._transport is not None:
+            # The peer half-closed and everything it asked for is answered.
+            if not self._transport.is_closing() and self._buffer == b"":
+                self._transport.close()
+
+    def _write(self, payload: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(payload)
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        should_pause = (
+            self._stopped
+            or self._writing_paused
+            or self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION
+        )
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _reject_oversized(self) -> None:
+        self._buffer = b""
+        self._write(
+            encode_error(
+                None,
+                Status.PROTOCOL_ERROR,
+                f"message exceeds the maximum size of {self._max} bytes; closing the connection",
+                {"max_message_size": self._max},
+            )
+        )
+        if self._transport is not None:
+            self._transport.close()
+
+    def stop_reading(self) -> None:
+        """Take no more requests from this connection (used at shutdown)."""
+        self._stopped = True
+        self._update_reading()
+
+    def close(self) -> None:
+        """Close the connection, flushing what was written."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()

@@ -1,0 +1,174 @@
+"""UDP transport: one JSON object per datagram, server and client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..errors import ConnectFailed
+from ..protocol import HEARTBEAT_REPLY, ProtocolViolation, Response, Status, decode_response, encode_error
+from ..routing import PreparedCall, Router
+from .client import Client, ResponseMatcher
+
+log = logging.getLogger("ecosys.transport")
+
+# The largest payload an IPv4 UDP datagram can carry.
+MAX_DATAGRAM = 65507
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    """Serves the router on a UDP host and port; each datagram is one request."""
+
+    kind = "udp"
+
+    def __init__(self, router: Router, host: str, port: int, **_: Any) -> None:
+        self.router = router
+        self.host = host
+        self.port = port
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._accepting = True
+
+    async def start(self) -> None:
+        """Bind the socket."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.host, self.port)
+        )
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+
+    @property
+    def address(self) -> Any:
+        """The bound (host, port)."""
+        return None if self._transport is None else self._transport.get_extra_info("sockname")
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self._accepting:
+            return
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        if data == b"\x05":
+            self._send(HEARTBEAT_REPLY, addr)
+            return
+        prepared = self.router.prepare(data)
+        if type(prepared) is bytes:
+            self._send(prepared, addr)
+            return
+        assert isinstance(prepared, PreparedCall)
+        task = asyncio.get_running_loop().create_task(self._run(prepared, addr))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _run(self, call: PreparedCall, addr: Any) -> None:
+        self._send(await self.router.run(call), addr)
+
+    def _send(self, payload: bytes, addr: Any) -> None:
+        if len(payload) > MAX_DATAGRAM:
+            log.error("response of %d bytes does not fit in a datagram", len(payload))
+            payload = encode_error(
+                None, Status.PROCESSING_FAILURE,
+                f"response of {len(payload)} bytes is too large for UDP; use TCP or UDS",
+            )
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(payload, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop taking datagrams, let running requests finish within *grace*, then close."""
+        self._accepting = False
+        if self.in_flight:
+            _, pending = await asyncio.wait(list(self.in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def __repr__(self) -> str:
+        return f"udp://{self.host}:{self.port}"
+
+
+class _UdpClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.matcher = ResponseMatcher()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            response = decode_response(data.rstrip(b"\n"))
+        except ProtocolViolation as exc:
+            log.warning("dropping invalid UDP response: %s", exc.message)
+            return
+        self.matcher.deliver(response)
+
+    def error_received(self, exc: Exception) -> None:
+        # On a connected UDP socket the ICMP "port unreachable" arrives here:
+        # nobody listens, so the requests surely were not processed.
+        self.matcher.fail_all(ConnectFailed(f"UDP peer unreachable: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.matcher.fail_all(ConnectFailed("UDP socket closed"))
+
+
+class UdpClient(Client):
+    """Client for a UDP server; many requests in flight on one socket, matched by uid.
+
+    Datagrams can be lost, so timeouts are retried by default (set
+    ``retry_on_timeout=False`` for requests that must not run twice).
+    """
+
+    def __init__(self, host: str, port: int, *, retry_on_timeout: bool = True, **options: Any) -> None:
+        options.setdefault("max_message_size", MAX_DATAGRAM - 1)
+        options.setdefault("timeout", 2.0)
+        super().__init__(retry_on_timeout=retry_on_timeout, **options)
+        self.host = host
+        self.port = port
+        self._protocol: _UdpClientProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def url(self) -> str:
+        """The address as a udp:// URL."""
+        return f"udp://{self.host}:{self.port}"
+
+    async def _endpoint(self) -> _UdpClientProtocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._protocol, self._lock = loop, None, asyncio.Lock()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            return protocol
+        assert self._lock is not None
+        async with self._lock:
+            if self._protocol is None or self._protocol.transport is None:
+                try:
+                    _, proto = await loop.create_datagram_endpoint(
+                        _UdpClientProtocol, remote_addr=(self.host, self.port)
+                    )
+                except OSError as exc:
+                    raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
+                self._protocol = proto
+            return self._protocol
+
+    async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
+        protocol = await self._endpoint()
+        transport = protocol.transport
+        if transport is None:
+            raise ConnectFailed("UDP socket closed")
+        return await protocol.matcher.wait(uid, transport.sendto, payload, timeout)
+
+    async def close(self) -> None:
+        """Close the socket."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None

@@ -1,0 +1,32 @@
+"""Build a client from a URL: tcp://host:port, udp://host:port, uds:///path."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from .client import Client
+from .tcp import TcpClient
+from .uds import UdsClient
+from .udp import UdpClient
+
+
+def client_from_url(url: str, **options: Any) -> Client:
+    """Return a TcpClient, UdpClient or UdsClient for *url*; options go to the client."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "uds":
+        path = (parts.netloc + parts.path) if parts.netloc else parts.path
+        if not path:
+            raise ValueError(f"{url!r}: a uds URL needs a path, e.g. uds:///run/app.sock")
+        return UdsClient(path, **options)
+    if scheme in ("tcp", "udp"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ValueError(f"{url!r}: expected {scheme}://host:port")
+        cls = TcpClient if scheme == "tcp" else UdpClient
+        return cls(parts.hostname, port, **options)
+    raise ValueError(f"{url!r}: unknown scheme; use tcp://, udp:// or uds://")
