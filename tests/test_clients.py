@@ -1,0 +1,335 @@
+"""Clients over real sockets: multiplexing, reconnects, timeouts, retries, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from ecosys import (
+    BadResponse,
+    Client,
+    ConnectFailed,
+    ConnectionLost,
+    ProcessingFailed,
+    Registry,
+    RequestTimeout,
+    Router,
+    TcpClient,
+    TcpServer,
+    TransportError,
+    UdpClient,
+    UdpServer,
+    UdsClient,
+    UdsServer,
+    UnknownRoute,
+    ValidationFailed,
+    client_from_url,
+    endpoint,
+    sender,
+    uid_scope,
+)
+
+
+class Echo(BaseModel):
+    message: str
+
+
+def make_client(kind: str, server: object, **options: object) -> Client:
+    if kind == "tcp":
+        return TcpClient("127.0.0.1", server.port, **options)  # type: ignore[attr-defined]
+    if kind == "uds":
+        return UdsClient(server.path, **options)  # type: ignore[attr-defined]
+    return UdpClient("127.0.0.1", server.port, **options)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["tcp", "uds", "udp"])
+def kind_and_server(request: pytest.FixtureRequest) -> tuple[str, object]:
+    return request.param, request.getfixturevalue(f"{request.param}_server")
+
+
+async def test_two_hundred_in_flight_matched(kind_and_server: tuple[str, object]) -> None:
+    kind, server = kind_and_server
+    async with make_client(kind, server) as client:
+        results = await asyncio.gather(
+            *(client.request("count", {"n": i}) for i in range(200))
+        )
+        assert [r["n"] for r in results] == list(range(200))
+
+
+@pytest.fixture(params=["tcp", "uds"])
+def stream_kind_server(request: pytest.FixtureRequest) -> tuple[str, object]:
+    return request.param, request.getfixturevalue(f"{request.param}_server")
+
+
+async def test_shared_client_opens_one_connection(
+    router: Router, short_tmp: Path, stream_kind_server: tuple[str, object]
+) -> None:
+    kind, _ = stream_kind_server
+    opened = 0
+    base = TcpServer if kind == "tcp" else UdsServer
+
+    class CountingServer(base):  # type: ignore[valid-type,misc]
+        def _factory(self):  # type: ignore[no-untyped-def]
+            nonlocal opened
+            opened += 1
+            return super()._factory()
+
+    args = ("127.0.0.1", 0) if kind == "tcp" else (str(short_tmp / "count.sock"),)
+    server = CountingServer(router, *args)
+    await server.start()
+    try:
+        async with make_client(kind, server) as client:
+            results = await asyncio.gather(
+                *(client.request("echo", {"message": str(i)}) for i in range(300))
+            )
+        assert [r["message"] for r in results] == [str(i) for i in range(300)]
+        assert opened == 1
+    finally:
+        await server.close(1)
+
+
+async def test_transient_client_uses_one_connection_per_request(
+    stream_kind_server: tuple[str, object],
+) -> None:
+    kind, server = stream_kind_server
+    async with make_client(kind, server, persistent=False) as client:
+        results = await asyncio.gather(*(client.request("echo", {"message": str(i)}) for i in range(20)))
+        assert len(results) == 20
+    await asyncio.sleep(0.05)
+    assert len(server.connections) == 0, "transient connections must be closed"  # type: ignore[attr-defined]
+
+
+async def test_persistent_client_survives_server_restart(router: Router) -> None:
+    server = TcpServer(router, "127.0.0.1", 0)
+    await server.start()
+    port = server.port
+    client = TcpClient("127.0.0.1", port, retries=5, retry_delay=0.05)
+    try:
+        assert (await client.request("echo", {"message": "one"}))["message"] == "one"
+        await server.close(1)
+        with pytest.raises(ConnectFailed):
+            await TcpClient("127.0.0.1", port, retries=0).request("echo", {"message": "x"})
+        server = TcpServer(router, "127.0.0.1", port)
+        await server.start()
+        assert (await client.request("echo", {"message": "two"}))["message"] == "two"
+    finally:
+        await client.close()
+        await server.close(1)
+
+
+async def test_persistent_uds_client_survives_server_restart(router: Router, short_tmp: Path) -> None:
+    path = str(short_tmp / "r.sock")
+    server = UdsServer(router, path)
+    await server.start()
+    client = UdsClient(path, retries=5, retry_delay=0.05)
+    try:
+        assert (await client.request("echo", {"message": "one"}))["message"] == "one"
+        await server.close(1)
+        server = UdsServer(router, path)
+        await server.start()
+        assert (await client.request("echo", {"message": "two"}))["message"] == "two"
+    finally:
+        await client.close()
+        await server.close(1)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+async def test_timeout_leaves_nothing_behind(tcp_server: TcpServer, persistent: bool) -> None:
+    client = TcpClient("127.0.0.1", tcp_server.port, persistent=persistent, heartbeat_interval=None)
+    await client.request("echo", {"message": "warm"})
+    before = asyncio.all_tasks()
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        await client.request("sleep", {"seconds": 2}, timeout=0.2)
+    assert time.monotonic() - started < 1.0
+    client_side = {t for t in asyncio.all_tasks() - before if "StreamServerProtocol" not in repr(t)}
+    assert not client_side, f"the timed-out call left a task behind: {client_side}"
+    if persistent:
+        assert client._connection is not None and client._connection.matcher.pending == {}
+    # The client still works after a timeout.
+    assert (await client.request("echo", {"message": "after"}))["message"] == "after"
+    await client.close()
+    await asyncio.sleep(0.05)
+    # Only the handler of the abandoned request may still hold a server connection open.
+    assert len(tcp_server.connections) <= 1
+
+
+async def test_timeout_is_retried_only_when_asked(tcp_server: TcpServer, router: Router) -> None:
+    calls = 0
+    registry = router.registry
+
+    @endpoint("slow_once", registry=registry)
+    async def slow_once() -> int:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            await asyncio.sleep(1)
+        return calls
+
+    async with TcpClient("127.0.0.1", tcp_server.port, timeout=0.2) as client:
+        with pytest.raises(RequestTimeout):
+            await client.request("slow_once")
+    async with TcpClient("127.0.0.1", tcp_server.port, timeout=0.2, retry_on_timeout=True,
+                         retry_delay=0.01) as client:
+        assert await client.request("slow_once") == 3
+
+
+async def test_connect_failure_retries_then_raises() -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nobody listens there now
+    client = TcpClient("127.0.0.1", port, retries=3, retry_delay=0.05)
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed, match="cannot connect"):
+        await client.request("echo", {"message": "x"})
+    elapsed = time.monotonic() - started
+    assert 0.05 + 0.1 + 0.2 <= elapsed < 2, "three retries with doubling delays expected"
+    with pytest.raises(ConnectFailed):
+        await UdsClient("/nonexistent/dir/x.sock", retries=0).request("echo")
+    with pytest.raises(ConnectFailed, match="unreachable"):
+        await UdpClient("127.0.0.1", port, retries=0, timeout=2).request("echo", {"message": "x"})
+
+
+async def test_error_responses_raise_typed_exceptions(kind_and_server: tuple[str, object]) -> None:
+    kind, server = kind_and_server
+    async with make_client(kind, server) as client:
+        with pytest.raises(UnknownRoute) as unknown:
+            await client.request("nope")
+        assert unknown.value.status == 400 and "nope" in unknown.value.message
+        with pytest.raises(ValidationFailed) as invalid:
+            await client.request("echo", {"message": 1})
+        assert invalid.value.status == 300 and invalid.value.details[0]["loc"] == ["message"]
+        with pytest.raises(ProcessingFailed) as failed:
+            await client.request("boom")
+        assert failed.value.status == 600 and "kaboom" in str(failed.value)
+        response = await client.send("nope")
+        assert response.status == 400 and not response.ok
+        with pytest.raises(BadResponse):
+            await client.request("echo", {"message": "x"}, response_model=int)
+
+
+async def test_sender_returns_models_and_raises(tcp_server: TcpServer) -> None:
+    client = TcpClient("127.0.0.1", tcp_server.port)
+
+    @sender(client, "echo", Echo)
+    def send_echo(message: str) -> Echo:
+        return Echo(message=message)
+
+    @sender(client, "echo", Echo)
+    async def send_async(message: str) -> dict:
+        return {"message": message}
+
+    @sender(client, "echo", Echo)
+    def send_bad() -> dict:
+        return {"message": None}
+
+    assert await send_echo("a") == Echo(message="a")
+    assert await send_async("b") == Echo(message="b")
+    with pytest.raises(ValidationFailed) as exc:
+        await send_bad()
+    assert exc.value.status == 300 and exc.value.message
+    await client.close()
+
+
+async def test_uid_propagates_through_a_handler(tcp_server: TcpServer, router: Router) -> None:
+    downstream = TcpClient("127.0.0.1", tcp_server.port)
+
+    @endpoint("relay", registry=router.registry)
+    async def relay() -> dict:
+        # Two concurrent calls with the same (propagated) uid on one connection.
+        first, second = await asyncio.gather(
+            downstream.request("whoami"), downstream.request("count", {"n": 5})
+        )
+        return {"seen": first, "n": second["n"]}
+
+    uid = str(uuid.uuid4())
+    async with TcpClient("127.0.0.1", tcp_server.port) as client:
+        assert await client.request("relay", uid=uid) == {"seen": uid, "n": 5}
+        with uid_scope() as scoped:
+            assert await client.request("whoami") == scoped
+    await downstream.close()
+
+
+async def test_heartbeat_detects_dead_server() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts and reads, never answers: a hung peer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TcpClient("127.0.0.1", port, timeout=30, heartbeat_interval=0.1, heartbeat_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost, match="heartbeat"):
+        await client.request("echo", {"message": "x"})
+    assert time.monotonic() - started < 2
+    await client.close()
+    server.close()
+
+
+async def test_bad_response_bytes_fail_the_call() -> None:
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"this is not a response\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(liar, "127.0.0.1", 0)
+    async with TcpClient("127.0.0.1", server.sockets[0].getsockname()[1]) as client:
+        with pytest.raises(BadResponse):
+            await client.request("echo", {"message": "x"})
+    server.close()
+
+
+async def test_oversized_request_refused_locally(tcp_server: TcpServer) -> None:
+    async with TcpClient("127.0.0.1", tcp_server.port, max_message_size=1024) as client:
+        with pytest.raises(TransportError, match="exceeds"):
+            await client.request("echo", {"message": "x" * 2000})
+
+
+def test_client_from_url() -> None:
+    tcp = client_from_url("tcp://localhost:9000")
+    assert isinstance(tcp, TcpClient) and (tcp.host, tcp.port) == ("localhost", 9000)
+    udp = client_from_url("udp://127.0.0.1:9001", timeout=1)
+    assert isinstance(udp, UdpClient) and udp.timeout == 1
+    uds = client_from_url("uds:///tmp/x.sock", persistent=False)
+    assert isinstance(uds, UdsClient) and uds.path == "/tmp/x.sock" and not uds.persistent
+    for bad in ("http://x:1", "tcp://host", "tcp://host:notaport", "uds://", "nonsense"):
+        with pytest.raises(ValueError):
+            client_from_url(bad)
+
+
+async def test_udp_lost_datagram_is_retried(router: Router) -> None:
+    # A UDP "server" that drops the first datagram, then forwards to the real one.
+    real = UdpServer(router, "127.0.0.1", 0)
+    await real.start()
+    seen = 0
+
+    class Dropper(asyncio.DatagramProtocol):
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            self.transport = transport
+
+        def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+            nonlocal seen
+            seen += 1
+            if seen > 1:
+                real.datagram_received(data, addr)
+                # The real server answers through its own socket; reply from ours instead.
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Dropper, local_addr=("127.0.0.1", 0))
+    real._transport = transport  # answers go out from the socket the client talks to
+    port = transport.get_extra_info("sockname")[1]
+    async with UdpClient("127.0.0.1", port, timeout=0.2, retries=2, retry_delay=0.01) as client:
+        assert (await client.request("echo", {"message": "again"}))["message"] == "again"
+    assert seen == 2
+    transport.close()
+
+
+def test_registry_fixture_isolated() -> None:
+    assert len(Registry()) == 0

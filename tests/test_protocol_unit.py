@@ -1,0 +1,141 @@
+"""Protocol and routing without sockets: bytes in, bytes out."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from ecosys import ConfigurationError, Registry, Reject, Router, endpoint
+from ecosys.protocol import decode_request, encode_request, encode_success_json
+
+
+async def answer(router: Router, obj: object) -> dict:
+    line = obj if isinstance(obj, bytes) else orjson.dumps(obj)
+    out = await router.handle(line)
+    assert out.endswith(b"\n") and out.count(b"\n") == 1
+    return orjson.loads(out)
+
+
+async def test_success_echoes_uid(router: Router) -> None:
+    uid = str(uuid.uuid4())
+    resp = await answer(router, {"uid": uid, "route_key": "echo", "data": {"message": "hi"}})
+    assert resp == {"uid": uid, "status": 0, "data": {"message": "hi"}}
+
+
+async def test_missing_uid_gets_fresh_one(router: Router) -> None:
+    resp = await answer(router, {"route_key": "echo", "data": {"message": "hi"}})
+    assert resp["status"] == 0
+    uuid.UUID(resp["uid"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"not json", b"[1,2,3]", b'"str"', b'{"uid": "%s"}' % str(uuid.uuid4()).encode(),
+     b'{"uid": "nope", "route_key": "echo"}', b'{"route_key": 5}', b"\xff\xfe"],
+)
+async def test_protocol_errors_are_100(router: Router, line: bytes) -> None:
+    resp = await answer(router, line)
+    assert resp["status"] == 100
+    assert isinstance(resp["data"]["message"], str) and resp["data"]["message"]
+
+
+async def test_unknown_route_is_400(router: Router) -> None:
+    resp = await answer(router, {"uid": str(uuid.uuid4()), "route_key": "nope"})
+    assert resp["status"] == 400 and "nope" in resp["data"]["message"]
+
+
+async def test_validation_error_is_300_with_field_errors(router: Router) -> None:
+    resp = await answer(router, {"route_key": "echo", "data": {"message": 5}})
+    assert resp["status"] == 300
+    details = resp["data"]["details"]
+    assert details[0]["loc"] == ["message"] and details[0]["type"] == "string_type"
+    resp = await answer(router, {"route_key": "echo", "data": "not an object"})
+    assert resp["status"] == 300
+
+
+async def test_handler_exception_is_600(router: Router) -> None:
+    resp = await answer(router, {"route_key": "boom"})
+    assert resp["status"] == 600 and "kaboom" in resp["data"]["message"]
+
+
+async def test_reject_chooses_status() -> None:
+    registry = Registry()
+
+    @endpoint("busy", registry=registry)
+    async def busy() -> None:
+        raise Reject(500, "try later", {"retry_in": 1})
+
+    resp = await answer(Router(registry), {"route_key": "busy"})
+    assert resp["status"] == 500 and resp["data"] == {"message": "try later", "details": {"retry_in": 1}}
+
+
+async def test_uid_parameter_as_uuid_and_no_data() -> None:
+    registry = Registry()
+
+    @endpoint("id", registry=registry)
+    async def ident(uid: uuid.UUID) -> dict:
+        assert isinstance(uid, uuid.UUID)
+        return {"uid": str(uid)}
+
+    uid = str(uuid.uuid4())
+    resp = await answer(Router(registry), {"uid": uid, "route_key": "id"})
+    assert resp["data"] == {"uid": uid}
+
+
+def test_duplicate_route_key_rejected() -> None:
+    registry = Registry()
+
+    @endpoint("x", registry=registry)
+    async def one() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="duplicate route key 'x'"):
+
+        @endpoint("x", registry=registry)
+        async def two() -> None: ...
+
+
+def test_bad_handlers_rejected() -> None:
+    registry = Registry()
+    with pytest.raises(ConfigurationError, match="async"):
+        endpoint("sync", registry=registry)(lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="annotation"):
+
+        @endpoint("unannotated", registry=registry)
+        async def unannotated(request) -> None: ...  # type: ignore[no-untyped-def]
+
+    with pytest.raises(ConfigurationError, match="reserved"):
+
+        @endpoint("eco.mine", registry=registry)
+        async def mine() -> None: ...
+
+
+def test_envelope_bytes_exact() -> None:
+    uid = "0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11"
+    assert encode_request(uid, "echo", {"message": "hi"}) == (
+        b'{"uid":"0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11","route_key":"echo",'
+        b'"data":{"message":"hi"}}\n'
+    )
+    assert encode_success_json(uid, b"null") == (
+        b'{"uid":"0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11","status":0,"data":null}\n'
+    )
+    req = decode_request(b'{"uid":"%s","route_key":"r"}' % uid.encode())
+    assert (req.uid, req.route_key, req.data) == (uid, "r", None)
+
+
+class Point(BaseModel):
+    x: int = 0
+    y: int = 0
+
+
+async def test_model_with_defaults_accepts_missing_data() -> None:
+    registry = Registry()
+
+    @endpoint("p", registry=registry)
+    async def p(request: Point) -> Point:
+        return request
+
+    resp = await answer(Router(registry), {"route_key": "p"})
+    assert resp["status"] == 0 and resp["data"] == {"x": 0, "y": 0}

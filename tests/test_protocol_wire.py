@@ -1,0 +1,182 @@
+"""Byte-level conformance over real sockets: what a hand-written client sees."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+
+import orjson
+import pytest
+
+from ecosys import TcpServer, UdpServer, UdsServer
+
+
+async def open_stream(server: TcpServer | UdsServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if isinstance(server, TcpServer):
+        return await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 20)
+    return await asyncio.open_unix_connection(server.path, limit=1 << 20)
+
+
+async def roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> dict:
+    writer.write(line + b"\n")
+    await writer.drain()
+    return orjson.loads(await asyncio.wait_for(reader.readline(), 5))
+
+
+@pytest.fixture(params=["tcp", "uds"])
+def stream_server(request: pytest.FixtureRequest) -> TcpServer | UdsServer:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+async def test_every_status_on_one_connection(stream_server: TcpServer | UdsServer) -> None:
+    reader, writer = await open_stream(stream_server)
+    uid = str(uuid.uuid4())
+    ok = await roundtrip(reader, writer, b'{"uid":"%s","route_key":"echo","data":{"message":"hi"}}' % uid.encode())
+    assert ok == {"uid": uid, "status": 0, "data": {"message": "hi"}}
+    assert (await roundtrip(reader, writer, b"this is not json"))["status"] == 100
+    assert (await roundtrip(reader, writer, b"[1, 2]"))["status"] == 100
+    assert (await roundtrip(reader, writer, b'{"uid":"%s"}' % uid.encode()))["status"] == 100
+    assert (await roundtrip(reader, writer, b'{"uid":"bad","route_key":"echo"}')) == {
+        "uid": None, "status": 100,
+        "data": {"message": "uid is not a UUID string", "details": {"uid": "'bad'"}},
+    }
+    unknown = await roundtrip(reader, writer, b'{"route_key":"no.such.route"}')
+    assert unknown["status"] == 400
+    invalid = await roundtrip(reader, writer, b'{"route_key":"echo","data":{"message":[1]}}')
+    assert invalid["status"] == 300 and invalid["data"]["details"][0]["loc"] == ["message"]
+    failed = await roundtrip(reader, writer, b'{"route_key":"boom"}')
+    assert failed["status"] == 600 and "kaboom" in failed["data"]["message"]
+    # Still serving after all of that, on the same connection.
+    again = await roundtrip(reader, writer, b'{"route_key":"echo","data":{"message":"still here"}}')
+    assert again["status"] == 0 and again["data"] == {"message": "still here"}
+    writer.close()
+
+
+async def test_heartbeat_and_blank_lines_and_crlf(stream_server: TcpServer | UdsServer) -> None:
+    reader, writer = await open_stream(stream_server)
+    writer.write(b"\n\n\x05\n")
+    assert await asyncio.wait_for(reader.readline(), 5) == b"\x06\n"
+    writer.write(b'{"route_key":"echo","data":{"message":"crlf"}}\r\n')
+    assert orjson.loads(await asyncio.wait_for(reader.readline(), 5))["data"] == {"message": "crlf"}
+    writer.close()
+
+
+async def test_oversized_line_gets_100_and_close(stream_server: TcpServer | UdsServer) -> None:
+    reader, writer = await open_stream(stream_server)
+    limit = stream_server.max_message_size
+    writer.write(b'{"route_key":"echo","data":{"message":"' + b"a" * (limit + 10))
+    await writer.drain()
+    resp = orjson.loads(await asyncio.wait_for(reader.readline(), 5))
+    assert resp["status"] == 100 and "maximum size" in resp["data"]["message"]
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed the connection
+    writer.close()
+    # Complete oversized lines are refused the same way.
+    reader, writer = await open_stream(stream_server)
+    writer.write(b"x" * (limit + 1) + b"\n")
+    resp = orjson.loads(await asyncio.wait_for(reader.readline(), 5))
+    assert resp["status"] == 100
+    writer.close()
+    # And a line right at the limit is fine.
+    reader, writer = await open_stream(stream_server)
+    body = b'{"route_key":"echo","data":{"message":"'
+    line = body + b"a" * (limit - len(body) - 3) + b'"}}'
+    assert len(line) == limit
+    assert (await roundtrip(reader, writer, line))["status"] == 0
+    writer.close()
+
+
+async def test_thousand_back_to_back_requests(stream_server: TcpServer | UdsServer) -> None:
+    reader, writer = await open_stream(stream_server)
+    uids = [str(uuid.uuid4()) for _ in range(1000)]
+    writer.write(b"".join(
+        b'{"uid":"%s","route_key":"count","data":{"n":%d}}\n' % (uid.encode(), i)
+        for i, uid in enumerate(uids)
+    ))
+    await writer.drain()
+    seen: dict[str, int] = {}
+    for _ in uids:
+        resp = orjson.loads(await asyncio.wait_for(reader.readline(), 10))
+        assert resp["status"] == 0
+        seen[resp["uid"]] = seen.get(resp["uid"], 0) + 1
+        assert uids[resp["data"]["n"]] == resp["uid"], "response carries another request's data"
+    assert set(seen) == set(uids) and set(seen.values()) == {1}
+    writer.close()
+
+
+async def test_transient_client_half_close_gets_answer(stream_server: TcpServer | UdsServer) -> None:
+    reader, writer = await open_stream(stream_server)
+    writer.write(b'{"route_key":"sleep","data":{"seconds":0.05}}\n')
+    writer.write_eof()
+    resp = orjson.loads(await asyncio.wait_for(reader.readline(), 5))
+    assert resp["status"] == 0
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_garbage_does_not_hurt_server(stream_server: TcpServer | UdsServer) -> None:
+    rng = random.Random(1234)
+    for _ in range(20):
+        reader, writer = await open_stream(stream_server)
+        writer.write(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 4000))))
+        writer.close()
+    # Abrupt disconnects in the middle of a request that is being handled.
+    for _ in range(5):
+        reader, writer = await open_stream(stream_server)
+        writer.write(b'{"route_key":"sleep","data":{"seconds":0.05}}\n')
+        await writer.drain()
+        writer.transport.abort()
+    await asyncio.sleep(0.2)
+    reader, writer = await open_stream(stream_server)
+    assert (await roundtrip(reader, writer, b'{"route_key":"echo","data":{"message":"ok"}}'))["status"] == 0
+    writer.close()
+
+
+async def test_stale_uds_socket_is_replaced_and_live_one_refused(router, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    from ecosys import ConfigurationError
+
+    path = str(short_tmp / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # a socket file nobody listens on, as a killed process leaves it
+    server = UdsServer(router, path)
+    await server.start()
+    try:
+        other = UdsServer(router, path)
+        with pytest.raises(ConfigurationError, match="in use"):
+            await other.start()
+    finally:
+        await server.close(1)
+    assert not os.path.exists(path)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+
+async def test_udp_with_and_without_newline(udp_server: UdpServer) -> None:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        _Datagrams, remote_addr=("127.0.0.1", udp_server.port)
+    )
+    try:
+        for suffix in (b"", b"\n"):
+            uid = str(uuid.uuid4())
+            transport.sendto(b'{"uid":"%s","route_key":"echo","data":{"message":"u"}}' % uid.encode() + suffix)
+            resp = orjson.loads(await asyncio.wait_for(proto.queue.get(), 5))
+            assert resp == {"uid": uid, "status": 0, "data": {"message": "u"}}
+        transport.sendto(b"garbage")
+        assert orjson.loads(await asyncio.wait_for(proto.queue.get(), 5))["status"] == 100
+        transport.sendto(b"\x05")
+        assert await asyncio.wait_for(proto.queue.get(), 5) == b"\x06\n"
+        transport.sendto(b'{"route_key":"big","data":{"n":70000}}')
+        too_big = orjson.loads(await asyncio.wait_for(proto.queue.get(), 5))
+        assert too_big["status"] == 600 and "too large" in too_big["data"]["message"]
+    finally:
+        transport.close()
