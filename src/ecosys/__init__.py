@@ -29,7 +29,16 @@ from .routing import Endpoint, Registry, Router, default_registry, endpoint, res
 from .sending import sender
 from .tasks import TaskKeeper, default_task_keeper, run_soon
 from .tracking import get_uid, set_uid, uid_scope
-from .transport import Client, TcpClient, TcpServer, UdpClient, UdpServer, UdsClient, UdsServer, client_from_url
+from .transport import (
+    Client,
+    TcpClient,
+    TcpServer,
+    UdpClient,
+    UdpServer,
+    UdsClient,
+    UdsServer,
+    client_from_url,
+)
 
 __version__ = "0.1.0"
 

@@ -25,8 +25,8 @@ from .logs import LogSetup
 from .routing import Registry, Router, default_registry
 from .tasks import TaskKeeper, default_task_keeper
 from .transport.tcp import TcpServer
-from .transport.uds import UdsServer
 from .transport.udp import UdpServer
+from .transport.uds import UdsServer
 
 log = logging.getLogger("ecosys.app")
 

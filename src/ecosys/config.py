@@ -158,6 +158,7 @@ class Layer:
         self.origins: dict[str, str] = {}
 
     def set(self, key: str, value: Any, origin: str) -> None:
+        """Record *value* for *key*, coming from *origin*."""
         self.values[key] = value
         self.origins[key] = origin
 
@@ -225,7 +226,8 @@ def file_layer(path: Path) -> Layer:
             if not isinstance(value, dict):
                 raise ConfigurationError(f"configuration file {path}: key 'extra' must be an object")
             for extra_key, extra_value in value.items():
-                layer.set(f"extra.{extra_key}", extra_value, f"configuration file {path} key extra.{extra_key}")
+                origin = f"configuration file {path} key extra.{extra_key}"
+                layer.set(f"extra.{extra_key}", extra_value, origin)
         else:
             layer.set(key, value, f"configuration file {path} key {key!r}")
     return layer

@@ -2,8 +2,8 @@
 
 from .client import Client, StreamClient
 from .tcp import TcpClient, TcpServer
-from .uds import UdsClient, UdsServer
 from .udp import UdpClient, UdpServer
+from .uds import UdsClient, UdsServer
 from .urls import client_from_url
 
 __all__ = [

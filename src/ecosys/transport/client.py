@@ -292,7 +292,7 @@ class StreamClientProtocol(asyncio.Protocol):
         self.transport.write(HEARTBEAT_REQUEST)
         try:
             await asyncio.wait_for(self._ack, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("no heartbeat reply within %gs; dropping the connection", timeout)
             self.abort(ConnectionLost("heartbeat not answered; connection presumed dead"))
         except ConnectionLost:
@@ -339,9 +339,9 @@ class StreamClient(Client):
     async def _connect(self) -> StreamClientProtocol:
         try:
             _, protocol = await asyncio.wait_for(self._open(), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to {self.url}: {exc or 'timed out'}") from exc
-        return protocol  # type: ignore[no-any-return]
+        return protocol
 
     async def _shared_connection(self) -> StreamClientProtocol:
         loop = asyncio.get_running_loop()
@@ -400,5 +400,5 @@ class StreamClient(Client):
             connection.close()
             try:
                 await asyncio.wait_for(asyncio.shield(connection.closed), 1.0)
-            except (asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, RuntimeError):
                 pass

@@ -31,7 +31,7 @@ class StreamServer:
         self.max_message_size = max_message_size
         self.connections: set[StreamServerProtocol] = set()
         self.in_flight: set[asyncio.Task[None]] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     def _factory(self) -> StreamServerProtocol:
         return StreamServerProtocol(self)
@@ -62,7 +62,7 @@ class StreamServer:
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._server = None
 

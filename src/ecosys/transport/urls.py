@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 from .client import Client
 from .tcp import TcpClient
-from .uds import UdsClient
 from .udp import UdpClient
+from .uds import UdsClient
 
 
 def client_from_url(url: str, **options: Any) -> Client:

@@ -1,0 +1,48 @@
+"""The examples run as users would run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo OK" in result.stdout
+    for transport in ("TCP", "UDP", "UDS"):
+        assert f"hello over {transport} from sender_client.py" in result.stdout
+
+
+def test_base_example_answers(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, ECOENV_DEFAULT_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "base" / "base.py"), "-i", "t", "--tcp", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "base instance t listening on tcp://127.0.0.1:" in proc.stdout.readline()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b'{"route_key": "hello"}\n')
+            reply = conn.makefile("rb").readline()
+        assert orjson.loads(reply)["data"] == {"text": "hello from ecosys"}
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
