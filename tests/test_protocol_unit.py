@@ -139,3 +139,24 @@ async def test_model_with_defaults_accepts_missing_data() -> None:
 
     resp = await answer(Router(registry), {"route_key": "p"})
     assert resp["status"] == 0 and resp["data"] == {"x": 0, "y": 0}
+
+
+def test_line_splitter_chunks_and_limits() -> None:
+    from ecosys.protocol import LineSplitter
+
+    splitter = LineSplitter(10)
+    assert splitter.feed(b"ab") == ([], False)
+    assert splitter.feed(b"c\nde\nf") == ([b"abc", b"de"], False)
+    assert splitter.pending == 1
+    assert splitter.feed(b"g\n") == ([b"fg"], False)
+    assert splitter.feed(b"0123456789\n") == ([b"0123456789"], False)
+    assert splitter.feed(b"ok\n0123456789X\n") == ([b"ok"], True)
+    assert splitter.pending == 0
+    assert splitter.feed(b"01234") == ([], False)
+    assert splitter.feed(b"567890") == ([], True)
+    # A large message in many chunks is reassembled exactly.
+    big = LineSplitter(1 << 22)
+    payload = bytes(range(256)).replace(b"\n", b"") * 8000
+    for i in range(0, len(payload), 4096):
+        assert big.feed(payload[i:i + 4096]) == ([], False)
+    assert big.feed(b"\n") == ([payload], False)

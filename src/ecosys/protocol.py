@@ -170,3 +170,61 @@ def encode_request_json(uid: str, route_key: str, data_json: bytes) -> bytes:
         b'{"uid":"' + uid.encode() + b'","route_key":' + orjson.dumps(route_key)
         + b',"data":' + data_json + b"}\n"
     )
+
+
+class LineSplitter:
+    """Splits a byte stream into newline-terminated lines, bounded by a maximum size.
+
+    A partial line is kept in a bytearray and only the new bytes are searched,
+    so a large message arriving in many small chunks costs linear time.
+    """
+
+    __slots__ = ("max_size", "_partial")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._partial = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a line whose newline has not arrived yet."""
+        return len(self._partial)
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bool]:
+        """Return the complete lines in *data* (without newlines) and whether the limit was exceeded.
+
+        After an overflow the splitter is reset; lines before the oversized one are returned.
+        """
+        lines: list[bytes] = []
+        limit = self.max_size
+        start = 0
+        partial = self._partial
+        if partial:
+            end = data.find(b"\n")
+            if end < 0:
+                partial += data
+                if len(partial) > limit:
+                    partial.clear()
+                    return lines, True
+                return lines, False
+            partial += data[:end]
+            line = bytes(partial)
+            partial.clear()
+            if len(line) > limit:
+                return lines, True
+            lines.append(line)
+            start = end + 1
+        find = data.find
+        while True:
+            end = find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > limit:
+                return lines, True
+            lines.append(data[start:end])
+            start = end + 1
+        if start < len(data):
+            if len(data) - start > limit:
+                return lines, True
+            partial += data[start:]
+        return lines, False

@@ -27,6 +27,7 @@ from ..errors import (
 from ..protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HEARTBEAT_REQUEST,
+    LineSplitter,
     ProtocolViolation,
     Response,
     decode_response,
@@ -213,10 +214,8 @@ class StreamClientProtocol(asyncio.Protocol):
         self.matcher = ResponseMatcher()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
-        self._max = max_message_size
-        self._buffer = b""
+        self._splitter = LineSplitter(max_message_size)
         self._ack: asyncio.Future[None] | None = None
-        self.last_received = 0.0
 
     @property
     def alive(self) -> bool:
@@ -236,21 +235,11 @@ class StreamClientProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self._buffer:
-            data = self._buffer + data
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            line = data[start:end]
-            start = end + 1
+        lines, overflow = self._splitter.feed(data)
+        for line in lines:
             self._line_received(line)
-        rest = data[start:] if start else data
-        if len(rest) > self._max:
-            self.abort(BadResponse(f"response exceeds the maximum size of {self._max} bytes"))
-            return
-        self._buffer = rest
+        if overflow:
+            self.abort(BadResponse(f"response exceeds the maximum size of {self._splitter.max_size} bytes"))
 
     def _line_received(self, line: bytes) -> None:
         if line == b"\x06":

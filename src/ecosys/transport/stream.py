@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..protocol import HEARTBEAT_REPLY, Status, encode_error
+from ..protocol import HEARTBEAT_REPLY, LineSplitter, Status, encode_error
 from ..routing import PreparedCall, Router
 
 log = logging.getLogger("ecosys.transport")
@@ -74,7 +74,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self._server = server
         self._router = server.router
         self._max = server.max_message_size
-        self._buffer = b""
+        self._splitter = LineSplitter(server.max_message_size)
         self._transport: asyncio.Transport | None = None
         self._in_flight = 0
         self._reading_paused = False
@@ -106,27 +106,13 @@ class StreamServerProtocol(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._buffer:
-            data = self._buffer + data
-        start = 0
-        find = data.find
-        while True:
-            end = find(b"\n", start)
-            if end < 0:
-                break
-            line = data[start:end]
-            start = end + 1
-            if len(line) > self._max:
-                self._reject_oversized()
-                return
+        lines, overflow = self._splitter.feed(data)
+        for line in lines:
             self._line_received(line)
             if self._transport is None or self._transport.is_closing():
                 return
-        rest = data[start:] if start else data
-        if len(rest) > self._max:
+        if overflow:
             self._reject_oversized()
-            return
-        self._buffer = rest
 
     def _line_received(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -158,7 +144,7 @@ class StreamServerProtocol(asyncio.Protocol):
             self._update_reading()
         if self._stopped and not self._in_flight and self._transport is not None:
             # The peer half-closed and everything it asked for is answered.
-            if not self._transport.is_closing() and self._buffer == b"":
+            if not self._transport.is_closing() and not self._splitter.pending:
                 self._transport.close()
 
     def _write(self, payload: bytes) -> None:
@@ -183,7 +169,6 @@ class StreamServerProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def _reject_oversized(self) -> None:
-        self._buffer = b""
         self._write(
             encode_error(
                 None,
