@@ -367,7 +367,9 @@ class StreamClient(Client):
 
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         if self.persistent:
-            connection = await self._shared_connection()
+            connection = self._connection
+            if connection is None or not connection.alive or self._loop is not asyncio.get_running_loop():
+                connection = await self._shared_connection()
             return await connection.request(uid, payload, timeout)
         connection = await self._connect()
         try:

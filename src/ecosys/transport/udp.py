@@ -59,10 +59,12 @@ class UdpServer(asyncio.DatagramProtocol):
         assert isinstance(prepared, PreparedCall)
         task = asyncio.get_running_loop().create_task(self._run(prepared, addr))
         self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
 
     async def _run(self, call: PreparedCall, addr: Any) -> None:
-        self._send(await self.router.run(call), addr)
+        try:
+            self._send(await self.router.run(call), addr)
+        finally:
+            self.in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     def _send(self, payload: bytes, addr: Any) -> None:
         if len(payload) > MAX_DATAGRAM:
