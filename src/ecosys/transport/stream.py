@@ -139,7 +139,7 @@ class StreamServerProtocol(asyncio.Protocol):
         finally:
             # Book-keeping here rather than in a done callback: a callback
             # would cost one more event-loop iteration per request.
-            self._server.in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._server.in_flight.discard(asyncio.current_task())
             self._in_flight -= 1
             if self._reading_paused:
                 self._update_reading()

@@ -64,7 +64,7 @@ class UdpServer(asyncio.DatagramProtocol):
         try:
             self._send(await self.router.run(call), addr)
         finally:
-            self.in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.in_flight.discard(asyncio.current_task())
 
     def _send(self, payload: bytes, addr: Any) -> None:
         if len(payload) > MAX_DATAGRAM:
