@@ -25,6 +25,7 @@ from .errors import (
 )
 from .lock import AlreadyRunning
 from .protocol import Request, Response, Status, new_uid
+from .queues import QueuedEndpoint, QueuedSender, SenderNotOpen, backoff, queued_endpoint, queued_sender
 from .routing import Endpoint, Registry, Router, default_registry, endpoint, reset_default_registry
 from .sending import sender
 from .tasks import TaskKeeper, default_task_keeper, run_soon
@@ -44,6 +45,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "QueuedEndpoint",
+    "QueuedSender",
+    "SenderNotOpen",
+    "backoff",
+    "queued_endpoint",
+    "queued_sender",
     "Application",
     "ApplicationBusy",
     "BadResponse",

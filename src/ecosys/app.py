@@ -22,7 +22,9 @@ from .config import (
 from .errors import ConfigurationError, EcosysError
 from .lock import InstanceLock
 from .logs import LogSetup
+from .queues.endpoint import QueuedEndpoint
 from .routing import Registry, Router, default_registry
+from .standard import standard_endpoints
 from .tasks import TaskKeeper, default_task_keeper
 from .transport.tcp import TcpServer
 from .transport.udp import UdpServer
@@ -74,8 +76,9 @@ class Application:
         self.registry = registry if registry is not None else default_registry
         self.task_keeper = task_keeper if task_keeper is not None else default_task_keeper
         self.config: Settings | None = None
-        self.router = Router(self.registry)
+        self.router = Router(self.registry, standard_endpoints(self.registry))
         self.servers: list[Any] = []
+        self._open_queue_list: list[Any] = []
         self._lock: InstanceLock | None = None
         self._logs: LogSetup | None = None
         self._stop_event: asyncio.Event | None = None
@@ -117,9 +120,11 @@ class Application:
         """Read flags (``sys.argv`` when None), environment and file; set ``self.config``."""
         args = self.argument_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         flags = vars(args)
-        instance = flags.pop("instance") or self.instance
+        given = flags.pop("instance")
+        instance = given if given is not None else self.instance
         config_file = flags.pop("config_file")
-        assert instance is not None
+        if instance is None:
+            raise ConfigurationError("no instance given: use -i/--instance")
         self.instance = check_instance(instance)
         self.config = load_settings(
             self.name, self.instance, code=self.code_config, environ=environ,
@@ -146,17 +151,49 @@ class Application:
                 cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
                 backups=cfg.log_backups, compress=cfg.log_compress, console=cfg.log_console,
             )
+            await self._open_queues(cfg)
             await self._start_servers(cfg)
         except BaseException:
             await self._close_servers(0)
+            await self._close_queues(0)
             self._release()
             raise
         _current = self
         where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
         log.info("%s instance %s started on %s", self.name, self.instance, where)
 
+    def durable_queues(self) -> list[Any]:
+        """Every queued endpoint and queued sender of this application."""
+        endpoints = [e for e in self.registry.endpoints.values() if isinstance(e, QueuedEndpoint)]
+        return [*endpoints, *self.registry.senders.values()]
+
+    async def _open_queues(self, cfg: Settings) -> None:
+        queues = self.durable_queues()
+        if not queues:
+            return
+        if cfg.queue_dir is None:
+            names = ", ".join(repr(getattr(q, "name", q.route_key)) for q in queues)
+            raise ConfigurationError(
+                f"this application has durable queues ({names}) but no queue directory: set "
+                "ECOENV_QUEUE_DIR (or queue_dir in the -c file, or --queue_dir)"
+            )
+        prefix = f"{self.name}-{self.instance}"
+        for queue in queues:
+            await queue.open(cfg.queue_dir, prefix)
+            self._open_queue_list.append(queue)
+
+    async def _close_queues(self, grace: float) -> None:
+        queues, self._open_queue_list = self._open_queue_list, []
+        # Senders last: endpoint handlers and run_soon tasks may still enqueue messages.
+        queues.sort(key=lambda q: isinstance(q, QueuedEndpoint), reverse=True)
+        for queue in queues:
+            try:
+                await queue.close(grace)
+            except Exception:
+                log.exception("closing queue %r failed", queue)
+
     async def _start_servers(self, cfg: Settings) -> None:
-        self.router = Router(self.registry)
+        self.router = Router(self.registry, standard_endpoints(self.registry))
         wanted: list[Any] = []
         if cfg.tcp is not None:
             wanted.append(TcpServer(self.router, cfg.tcp.host, cfg.tcp.port,
@@ -197,6 +234,7 @@ class Application:
             cancelled = await self.task_keeper.wait_all(grace)
             if cancelled:
                 log.warning("%d background task(s) cancelled at shutdown", cancelled)
+            await self._close_queues(grace)
             log.info("%s instance %s stopped", self.name, self.instance)
         finally:
             self._release()

@@ -124,6 +124,8 @@ class Registry:
 
     def __init__(self) -> None:
         self.endpoints: dict[str, Endpoint] = {}
+        # Queued senders by name; typed loosely because queues sit above routing.
+        self.senders: dict[str, Any] = {}
 
     def add(self, endpoint: Endpoint) -> Endpoint:
         """Register *endpoint*; a route key registered twice is an error."""
@@ -135,13 +137,21 @@ class Registry:
         self.endpoints[endpoint.route_key] = endpoint
         return endpoint
 
+    def add_sender(self, sender: Any) -> Any:
+        """Register a queued sender; a name registered twice is an error."""
+        if sender.name in self.senders:
+            raise ConfigurationError(f"duplicate queued sender name {sender.name!r}")
+        self.senders[sender.name] = sender
+        return sender
+
     def get(self, route_key: str) -> Endpoint | None:
         """The endpoint for *route_key*, or None."""
         return self.endpoints.get(route_key)
 
     def clear(self) -> None:
-        """Forget every endpoint."""
+        """Forget every endpoint and sender."""
         self.endpoints.clear()
+        self.senders.clear()
 
     def __contains__(self, route_key: object) -> bool:
         return route_key in self.endpoints
@@ -182,8 +192,9 @@ class PreparedCall:
 class Router:
     """Maps request lines to endpoints and turns outcomes into response lines."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, standard: Registry | None = None) -> None:
         self.registry = registry if registry is not None else default_registry
+        self.standard = standard.endpoints if standard is not None else {}
         self.busy_reason: str | None = None
 
     def prepare(self, line: bytes) -> PreparedCall | bytes:
@@ -196,7 +207,7 @@ class Router:
 
     def prepare_request(self, request: Request) -> PreparedCall | bytes:
         """Route and validate a decoded request."""
-        target = self.registry.endpoints.get(request.route_key)
+        target = self.registry.endpoints.get(request.route_key) or self.standard.get(request.route_key)
         if target is None:
             return encode_error(
                 request.uid,

@@ -1,0 +1,240 @@
+"""``@queued_endpoint``: store the request durably, acknowledge, process it later in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pydantic_core
+
+from ..errors import ConfigurationError, Reject
+from ..protocol import Status
+from ..routing import Endpoint, Handler, Registry, default_registry
+from ..tracking import current_uid
+from .pair import QueuePair
+from .store import Entry, Synchronous
+
+log = logging.getLogger("ecosys.queues")
+
+
+class QueuedEndpoint(Endpoint):
+    """An endpoint whose requests go through a durable pending queue to a background worker.
+
+    The handler returns True when the request is done and False to be called
+    again later (after ``retry_delay`` seconds, at most ``max_retries`` more
+    times); if it raises, or keeps returning False, the request moves to the
+    error queue with the reason. Delivery is at-least-once: a request is
+    removed only after its handler returned, so a crash replays it.
+    """
+
+    kind = "endpoint"
+
+    def __init__(
+        self,
+        route_key: str,
+        handler: Handler,
+        *,
+        max_retries: int = 3,
+        retry_delay: float = 1.0,
+        max_uncommitted: int = 0,
+        commit_interval: float = 0.05,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        super().__init__(route_key, handler)
+        if max_retries < 0 or retry_delay < 0:
+            raise ConfigurationError(
+                f"queued endpoint {route_key!r}: max_retries and retry_delay must be >= 0"
+            )
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.max_uncommitted = max_uncommitted
+        self.commit_interval = commit_interval
+        self.synchronous = synchronous
+        self.receiving = True
+        self.processing = True
+        self.pair: QueuePair | None = None
+        self._ready: list[tuple[int, Entry]] = []
+        self._delayed: list[tuple[float, int, Entry]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._current: Entry | None = None
+        self._stopping = False
+
+    # ----- lifecycle -----------------------------------------------------
+
+    def file_paths(self, queue_dir: Path, prefix: str) -> tuple[Path, Path]:
+        """The pending and error files of this queue."""
+        base = f"{prefix}-{self.route_key}-{self.kind}"
+        return queue_dir / f"{base}-pending.sqlite", queue_dir / f"{base}-error.sqlite"
+
+    async def open(self, queue_dir: Path, prefix: str) -> None:
+        """Open the queue files and start the worker on what an earlier run left."""
+        pending_path, error_path = self.file_paths(queue_dir, prefix)
+        pair = QueuePair(pending_path, error_path, max_uncommitted=self.max_uncommitted,
+                         commit_interval=self.commit_interval, synchronous=self.synchronous)
+        entries = await pair.open()
+        self.pair = pair
+        self._ready = [(e.seq, e) for e in entries]
+        heapq.heapify(self._ready)
+        self._delayed = []
+        self._stopping = False
+        self._wakeup = asyncio.Event()
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"queue {self.route_key}")
+        if entries:
+            log.info("queue %s: resuming %d pending request(s)", self.route_key, len(entries))
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop the worker (the running handler gets *grace* seconds) and close the files."""
+        self._stopping = True
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            if self._wakeup is not None:
+                self._wakeup.set()
+            _, pending = await asyncio.wait([worker], timeout=grace)
+            if pending:
+                log.warning("queue %s: handler still running after %.1fs; it will run again at the "
+                            "next start", self.route_key, grace)
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+        if self.pair is not None:
+            await self.pair.close()
+            self.pair = None
+
+    # ----- receiving -----------------------------------------------------
+
+    async def call(self, uid: str, value: Any) -> Any:
+        """Store the validated request and acknowledge it with its uid."""
+        if not self.receiving:
+            raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
+        pair = self.pair
+        if pair is None or self._stopping:
+            raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
+        request = b"null" if value is None else pydantic_core.to_json(value)
+        entry = await pair.push(uid, request)
+        self._make_ready(entry)
+        return {"uid": uid}
+
+    def _make_ready(self, entry: Entry) -> None:
+        heapq.heappush(self._ready, (entry.seq, entry))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # ----- processing ----------------------------------------------------
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while not self._stopping:
+            now = loop.time()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, entry = heapq.heappop(self._delayed)
+                heapq.heappush(self._ready, (entry.seq, entry))
+            if self.processing and self._ready:
+                _, entry = heapq.heappop(self._ready)
+                if self.pair is not None and entry.seq in self.pair.entries:
+                    self._current = entry
+                    try:
+                        await self._process(entry)
+                    finally:
+                        self._current = None
+                    continue
+                continue
+            self._wakeup.clear()
+            timeout = None
+            if self.processing and self._delayed:
+                timeout = max(0.0, self._delayed[0][0] - now)
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _process(self, entry: Entry) -> None:
+        pair = self.pair
+        assert pair is not None
+        entry.attempts += 1
+        token = current_uid.set(entry.uid)
+        try:
+            try:
+                value = self.validate(orjson.loads(entry.request))
+                result = await super().call(entry.uid, value)
+            except Exception as exc:
+                log.exception("queued handler for %r raised", self.route_key)
+                await pair.fail(entry, f"{type(exc).__name__}: {exc}")
+                return
+            if result is False:
+                if entry.attempts > self.max_retries:
+                    await pair.fail(entry, f"handler returned False on all {entry.attempts} attempts "
+                                           f"(max_retries={self.max_retries})")
+                    return
+                await pair.count_attempt(entry)
+                due = asyncio.get_running_loop().time() + self.retry_delay
+                heapq.heappush(self._delayed, (due, entry.seq, entry))
+                return
+            await pair.done(entry)
+        finally:
+            current_uid.reset(token)
+
+    # ----- management ----------------------------------------------------
+
+    def set_paused(self, *, receiving: bool | None = None, processing: bool | None = None) -> None:
+        """Pause (True) or resume (False) receiving and/or processing."""
+        if receiving is not None:
+            self.receiving = not receiving
+        if processing is not None:
+            self.processing = not processing
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    def data(self) -> dict[str, Any]:
+        """State and sizes for the management endpoints and statistics."""
+        pair = self.pair
+        return {
+            "queue_route_key": self.route_key,
+            "receiving": self.receiving,
+            "processing": self.processing,
+            "pending": pair.pending_count if pair else 0,
+            "errors": pair.error_count if pair else 0,
+            "max_retries": self.max_retries,
+            "max_uncommitted": self.max_uncommitted,
+        }
+
+    def require_pair(self) -> QueuePair:
+        """The open queue pair, or a 500 rejection if it is closed."""
+        if self.pair is None:
+            raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
+        return self.pair
+
+    async def reprocess(self, entries: list[Entry]) -> int:
+        """Move error entries back to pending and hand them to the worker."""
+        moved = await self.require_pair().reprocess(entries)
+        for entry in moved:
+            self._make_ready(entry)
+        return len(moved)
+
+
+def queued_endpoint(
+    route_key: str,
+    *,
+    max_retries: int = 3,
+    retry_delay: float = 1.0,
+    max_uncommitted: int = 0,
+    commit_interval: float = 0.05,
+    synchronous: Synchronous = "FULL",
+    registry: Registry | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register a queued endpoint: requests are stored, acknowledged, then handled in the background."""
+
+    def register(func: Handler) -> Handler:
+        (registry if registry is not None else default_registry).add(
+            QueuedEndpoint(route_key, func, max_retries=max_retries, retry_delay=retry_delay,
+                           max_uncommitted=max_uncommitted, commit_interval=commit_interval,
+                           synchronous=synchronous)
+        )
+        return func
+
+    return register

@@ -1,0 +1,140 @@
+"""A pending queue and its error queue: the durable state behind queued endpoints and senders."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import EcosysError
+from .store import DurableQueue, Entry, Synchronous, select_entries
+
+
+class EntryNotFound(EcosysError):
+    """No entry with the requested uid in the error queue."""
+
+
+class QueuePair:
+    """Pending entries (held in memory and on disk) and error entries (on disk).
+
+    Moving an entry between the two writes the destination durably before
+    deleting the source, and bumps the entry's generation, so a crash between
+    the two steps leaves two copies of which the newer wins at the next open.
+    """
+
+    def __init__(
+        self,
+        pending_path: Path,
+        error_path: Path,
+        *,
+        max_uncommitted: int = 0,
+        commit_interval: float = 0.05,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        self.pending = DurableQueue(pending_path, max_uncommitted=max_uncommitted,
+                                    commit_interval=commit_interval, synchronous=synchronous)
+        self.errors = DurableQueue(error_path, commit_interval=commit_interval, synchronous=synchronous)
+        self.entries: dict[int, Entry] = {}
+        self.error_count = 0
+        self._next_seq = 1
+
+    async def open(self) -> list[Entry]:
+        """Open both files, settle interrupted moves; return pending entries in order."""
+        pending = await self.pending.open()
+        errors = await self.errors.open()
+        error_generation = {e.seq: e.generation for e in errors}
+        stale_pending = [e.seq for e in pending if error_generation.get(e.seq, -1) > e.generation]
+        pending_generation = {e.seq: e.generation for e in pending}
+        stale_errors = [e.seq for e in errors if pending_generation.get(e.seq, -1) > e.generation]
+        if stale_pending:
+            await self.pending.delete(stale_pending, durable=True)
+        if stale_errors:
+            await self.errors.delete(stale_errors, durable=True)
+        dropped = set(stale_pending)
+        live = [e for e in pending if e.seq not in dropped]
+        self.entries = {e.seq: e for e in live}
+        self.error_count = len(errors) - len(stale_errors)
+        seqs = [e.seq for e in pending] + [e.seq for e in errors]
+        self._next_seq = max(seqs, default=0) + 1
+        return live
+
+    @property
+    def pending_count(self) -> int:
+        """Entries waiting (or being worked on) in the pending queue."""
+        return len(self.entries)
+
+    async def push(self, uid: str, request: bytes, group_key: str | None = None) -> Entry:
+        """Store a new entry; returns once it is as durable as the commit policy promises."""
+        entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key)
+        self._next_seq += 1
+        self.entries[entry.seq] = entry
+        try:
+            await self.pending.insert([entry])
+        except BaseException:
+            self.entries.pop(entry.seq, None)
+            raise
+        return entry
+
+    async def done(self, entry: Entry) -> None:
+        """The entry was handled: forget it (committed with the next batch)."""
+        self.entries.pop(entry.seq, None)
+        await self.pending.delete([entry.seq])
+
+    async def count_attempt(self, entry: Entry) -> None:
+        """Persist the entry's attempt count."""
+        await self.pending.set_attempts(entry)
+
+    async def fail(self, entry: Entry, reason: str) -> None:
+        """Move the entry to the error queue with *reason*."""
+        entry.generation += 1
+        entry.reason = reason
+        entry.failed_at = time.time()
+        await self.errors.insert([entry], durable=True)
+        self.entries.pop(entry.seq, None)
+        self.error_count += 1
+        await self.pending.delete([entry.seq])
+
+    async def error_entries(self, limit: int | None = None) -> list[Entry]:
+        """The oldest entries of the error queue."""
+        return await self.errors.read(select_entries(limit=limit))
+
+    async def find_error(self, uid: str) -> Entry:
+        """The oldest error entry with *uid*, or EntryNotFound."""
+        found = await self.errors.read(select_entries("WHERE uid = ?", (uid,), limit=1))
+        if not found:
+            raise EntryNotFound(f"no request with uid {uid} in the error queue")
+        return found[0]
+
+    async def pop_error(self, uid: str) -> Entry:
+        """Remove and return an error entry."""
+        entry = await self.find_error(uid)
+        await self.errors.delete([entry.seq], durable=True)
+        self.error_count -= 1
+        return entry
+
+    async def reprocess(self, entries: list[Entry]) -> list[Entry]:
+        """Move error entries back to pending with attempts reset; returns them as now pending."""
+        if not entries:
+            return []
+        for entry in entries:
+            entry.generation += 1
+            entry.attempts = 0
+            entry.reason = None
+            entry.failed_at = None
+        await self.pending.insert(entries, durable=True)
+        for entry in entries:
+            self.entries[entry.seq] = entry
+        await self.errors.delete([e.seq for e in entries], durable=True)
+        self.error_count -= len(entries)
+        return entries
+
+    async def clear_errors(self) -> int:
+        """Empty the error queue; returns how many entries were removed."""
+        count = len(await self.error_entries())
+        await self.errors.clear()
+        self.error_count = 0
+        return count
+
+    async def close(self) -> None:
+        """Commit and close both files."""
+        await self.pending.close()
+        await self.errors.close()

@@ -1,0 +1,334 @@
+"""``@queued_sender``: store a message durably, return at once, deliver it in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ConfigurationError, EcosysError, TransportError
+from ..protocol import Status, new_uid
+from ..routing import Registry, default_registry
+from ..tracking import current_uid
+from ..transport.client import Client, encode_data
+from .backoff import Backoff, exponential
+from .pair import QueuePair
+from .store import Entry, Synchronous
+
+log = logging.getLogger("ecosys.queues")
+
+RETRYABLE_STATUSES = frozenset({Status.APPLICATION_BUSY})
+
+
+class SenderNotOpen(EcosysError):
+    """A queued sender was called before its application started (or after it stopped)."""
+
+
+class QueuedSender:
+    """Durable outgoing queue to one route key on one client.
+
+    Retryable failures (connection refused or lost, timeout, status 500) are
+    retried after ``backoff(attempt)`` seconds, forever unless
+    ``max_retries`` is set; any other error status goes to the error queue at
+    once. A *sequenced* sender delivers the messages of a group strictly in
+    order, one at a time; a group whose head lands in the error queue waits
+    until it is reprocessed or removed, unless ``skip_failed=True``.
+    """
+
+    kind = "sender"
+
+    def __init__(
+        self,
+        client: Client,
+        route_key: str,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        sequenced: bool = False,
+        group_key: Callable[[Any], Any] | None = None,
+        skip_failed: bool = False,
+        concurrency: int = 16,
+        max_uncommitted: int = 0,
+        commit_interval: float = 0.05,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        if group_key is not None and not sequenced:
+            raise ConfigurationError("group_key needs sequenced=True")
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        self.client = client
+        self.route_key = route_key
+        self.name = name or route_key
+        self.max_retries = max_retries
+        self.backoff = backoff or exponential()
+        self.sequenced = sequenced
+        self.group_key = group_key
+        self.skip_failed = skip_failed
+        self.concurrency = concurrency
+        self.max_uncommitted = max_uncommitted
+        self.commit_interval = commit_interval
+        self.synchronous = synchronous
+        self.sending = True
+        self.pair: QueuePair | None = None
+        self.delivered = 0
+        # Entries ready to go, by group (None is the single lane of an unsequenced sender).
+        self._lanes: dict[str | None, list[tuple[int, Entry]]] = {}
+        self._busy: set[str] = set()  # sequenced groups whose head is in flight or waiting to retry
+        self._blocked: dict[str, int] = {}  # sequenced group -> seq of its head in the error queue
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ----- lifecycle -----------------------------------------------------
+
+    def file_paths(self, queue_dir: Path, prefix: str) -> tuple[Path, Path]:
+        """The pending and error files of this queue."""
+        base = f"{prefix}-{self.name}-{self.kind}"
+        return queue_dir / f"{base}-pending.sqlite", queue_dir / f"{base}-error.sqlite"
+
+    async def open(self, queue_dir: Path, prefix: str) -> None:
+        """Open the files and start delivering what an earlier run left."""
+        pending_path, error_path = self.file_paths(queue_dir, prefix)
+        pair = QueuePair(pending_path, error_path, max_uncommitted=self.max_uncommitted,
+                         commit_interval=self.commit_interval, synchronous=self.synchronous)
+        entries = await pair.open()
+        self.pair = pair
+        self._lanes, self._busy, self._blocked = {}, set(), {}
+        if self.sequenced and not self.skip_failed:
+            for failed in await pair.error_entries():
+                if failed.group_key is not None:
+                    seq = self._blocked.get(failed.group_key)
+                    self._blocked[failed.group_key] = failed.seq if seq is None else min(seq, failed.seq)
+        for entry in entries:
+            self._lane_push(entry)
+        self._stopping = False
+        self._wakeup = asyncio.Event()
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"sender {self.name}")
+        if entries:
+            log.info("sender %s: resuming %d pending message(s)", self.name, len(entries))
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop sending (deliveries in flight get *grace* seconds) and close the files."""
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await asyncio.gather(worker, return_exceptions=True)
+        if self._in_flight:
+            _, pending = await asyncio.wait(list(self._in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.pair is not None:
+            await self.pair.close()
+            self.pair = None
+
+    # ----- storing -------------------------------------------------------
+
+    async def enqueue(self, message: Any, *, uid: str | None = None) -> str:
+        """Store *message* for delivery and return its uid (the uid the target will see)."""
+        pair = self.pair
+        if pair is None or self._stopping:
+            raise SenderNotOpen(f"queued sender {self.name!r} is not open; start the Application first")
+        if uid is None:
+            uid = current_uid.get() or new_uid()
+        group = None
+        if self.sequenced:
+            group = "" if self.group_key is None else str(self.group_key(message))
+        entry = await pair.push(uid, encode_data(message), group)
+        self._lane_push(entry)
+        return uid
+
+    def _lane_push(self, entry: Entry) -> None:
+        lane = entry.group_key if self.sequenced else None
+        heapq.heappush(self._lanes.setdefault(lane, []), (entry.seq, entry))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # ----- delivering ----------------------------------------------------
+
+    def _next_entries(self) -> list[Entry]:
+        chosen: list[Entry] = []
+        room = self.concurrency - len(self._in_flight)
+        if not self.sequenced:
+            lane = self._lanes.get(None, [])
+            while lane and room > 0:
+                chosen.append(heapq.heappop(lane)[1])
+                room -= 1
+            return chosen
+        for group, lane in list(self._lanes.items()):
+            if room <= 0:
+                break
+            if not lane:
+                del self._lanes[group]
+                continue
+            assert group is not None
+            if group in self._busy or group in self._blocked:
+                continue
+            chosen.append(heapq.heappop(lane)[1])
+            self._busy.add(group)
+            room -= 1
+        return chosen
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while not self._stopping:
+            self._wakeup.clear()
+            if self.sending:
+                for entry in self._next_entries():
+                    task = loop.create_task(self._deliver(entry))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._delivery_done)
+            await self._wakeup.wait()
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sender %s: delivery task failed", self.name, exc_info=task.exception())
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _deliver(self, entry: Entry) -> None:
+        pair = self.pair
+        assert pair is not None
+        entry.attempts += 1
+        token = current_uid.set(entry.uid)
+        try:
+            try:
+                response = await self.client.send(self.route_key, orjson.Fragment(entry.request),
+                                                  uid=entry.uid)
+            except TransportError as exc:
+                await self._retry_or_fail(entry, f"{type(exc).__name__}: {exc}")
+                return
+            if response.status == Status.SUCCESS:
+                await pair.done(entry)
+                self.delivered += 1
+                self._release(entry)
+                return
+            message = response.data.get("message") if isinstance(response.data, dict) else response.data
+            reason = f"status {response.status}: {message}"
+            if response.status in RETRYABLE_STATUSES:
+                await self._retry_or_fail(entry, reason)
+            else:
+                await self._fail(entry, reason)
+        finally:
+            current_uid.reset(token)
+
+    async def _retry_or_fail(self, entry: Entry, reason: str) -> None:
+        if self.max_retries is not None and entry.attempts > self.max_retries:
+            await self._fail(entry, f"{reason} (gave up after {entry.attempts} attempts)")
+            return
+        assert self.pair is not None
+        await self.pair.count_attempt(entry)
+        delay = self.backoff(entry.attempts)
+        log.info("sender %s: attempt %d failed (%s); retrying in %.2fs", self.name, entry.attempts,
+                 reason, delay)
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        if self.sequenced:
+            self._busy.discard(entry.group_key or "")
+        self._lane_push(entry)
+
+    async def _fail(self, entry: Entry, reason: str) -> None:
+        assert self.pair is not None
+        log.warning("sender %s: message %s moved to the error queue: %s", self.name, entry.uid, reason)
+        await self.pair.fail(entry, reason)
+        if self.sequenced and not self.skip_failed and entry.group_key is not None:
+            self._blocked.setdefault(entry.group_key, entry.seq)
+        self._release(entry)
+
+    def _release(self, entry: Entry) -> None:
+        if self.sequenced and entry.group_key is not None:
+            self._busy.discard(entry.group_key)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # ----- management ----------------------------------------------------
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the send process (messages are still stored while paused)."""
+        self.sending = not paused
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def data(self) -> dict[str, Any]:
+        """State and sizes for the management endpoints and statistics."""
+        pair = self.pair
+        return {
+            "queue_route_key": self.name,
+            "target": f"{self.client.url} {self.route_key}",
+            "sending": self.sending,
+            "sequenced": self.sequenced,
+            "pending": pair.pending_count if pair else 0,
+            "errors": pair.error_count if pair else 0,
+            "in_flight": len(self._in_flight),
+            "blocked_groups": sorted(self._blocked),
+            "delivered": self.delivered,
+        }
+
+    def require_pair(self) -> QueuePair:
+        """The open queue pair, or SenderNotOpen."""
+        if self.pair is None:
+            raise SenderNotOpen(f"queued sender {self.name!r} is not open")
+        return self.pair
+
+    async def reprocess(self, entries: list[Entry]) -> int:
+        """Move error entries back to pending (in their original order) and unblock their groups."""
+        moved = await self.require_pair().reprocess(entries)
+        for entry in moved:
+            if entry.group_key is not None and self._blocked.get(entry.group_key) == entry.seq:
+                del self._blocked[entry.group_key]
+            self._lane_push(entry)
+        return len(moved)
+
+    def forget_errors(self, entries: list[Entry]) -> None:
+        """Unblock groups whose failed head was removed from the error queue."""
+        for entry in entries:
+            if entry.group_key is not None and self._blocked.get(entry.group_key) == entry.seq:
+                del self._blocked[entry.group_key]
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+
+def queued_sender(
+    client: Client,
+    route_key: str,
+    *,
+    name: str | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Awaitable[str]]]:
+    """Decorate a function that builds a message; calling it stores the message and returns its uid.
+
+    Options are those of :class:`QueuedSender` (max_retries, backoff,
+    sequenced, group_key, skip_failed, concurrency, max_uncommitted, ...).
+    """
+    sender = QueuedSender(client, route_key, name=name, **options)
+    (registry if registry is not None else default_registry).add_sender(sender)
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., Awaitable[str]]:
+        is_async = inspect.iscoroutinefunction(build)
+
+        @functools.wraps(build)
+        async def store(*args: Any, **kwargs: Any) -> str:
+            message = build(*args, **kwargs)
+            if is_async:
+                message = await message
+            return await sender.enqueue(message)
+
+        store.queued_sender = sender  # type: ignore[attr-defined]
+        return store
+
+    return decorate

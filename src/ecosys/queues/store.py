@@ -1,0 +1,268 @@
+"""A durable queue in one SQLite file, written by one thread, committed in groups.
+
+Every change (insert, delete, attempt update) is appended to an in-memory
+operation log; a flush applies the log in one transaction on the queue's own
+thread, so the event loop never waits on disk. Callers that need durability
+await a future that resolves once the transaction holding their change has
+committed; concurrent callers share that commit (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq        INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    uid        TEXT NOT NULL,
+    request    BLOB NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    group_key  TEXT,
+    created    REAL NOT NULL,
+    reason     TEXT,
+    failed_at  REAL
+);
+CREATE INDEX IF NOT EXISTS entries_uid ON entries (uid);
+"""
+
+
+@dataclass(slots=True)
+class Entry:
+    """One queued request.
+
+    ``seq`` orders entries and identifies them across the pending and error
+    files; ``generation`` grows each time the entry moves between the two, so
+    after a crash in the middle of a move the newer copy wins.
+    """
+
+    seq: int
+    uid: str
+    request: bytes
+    attempts: int = 0
+    group_key: str | None = None
+    created: float = field(default_factory=time.time)
+    generation: int = 0
+    reason: str | None = None
+    failed_at: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view for the management endpoints."""
+        import orjson
+
+        try:
+            request: Any = orjson.loads(self.request)
+        except orjson.JSONDecodeError:
+            request = self.request.decode(errors="replace")
+        return {
+            "uid": self.uid,
+            "request": request,
+            "attempts": self.attempts,
+            "group_key": self.group_key,
+            "created": self.created,
+            "reason": self.reason,
+            "failed_at": self.failed_at,
+        }
+
+
+_COLUMNS = "seq, generation, uid, request, attempts, group_key, created, reason, failed_at"
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    return (entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
+            entry.group_key, entry.created, entry.reason, entry.failed_at)
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry(seq=row[0], generation=row[1], uid=row[2], request=bytes(row[3]), attempts=row[4],
+                 group_key=row[5], created=row[6], reason=row[7], failed_at=row[8])
+
+
+class DurableQueue:
+    """The rows of one queue file, with batched, off-loop writes.
+
+    ``max_uncommitted`` is how many inserts may be acknowledged before they
+    are committed (0: every insert waits for its commit); ``commit_interval``
+    bounds how long any change stays uncommitted.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_uncommitted: int = 0,
+        commit_interval: float = 0.05,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        if max_uncommitted < 0:
+            raise ValueError("max_uncommitted must be >= 0")
+        self.path = path
+        self.max_uncommitted = max_uncommitted
+        self.commit_interval = commit_interval
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ecosys-db-{path.stem}")
+        self._db: sqlite3.Connection | None = None
+        self._ops: list[tuple[str, Any]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._uncommitted_inserts = 0
+        self._flush_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.commits = 0
+
+    # ----- thread side -----------------------------------------------------
+
+    def _open_sync(self) -> list[Entry]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.executescript(SCHEMA)
+        self._db = db
+        return [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
+
+    def _apply_sync(self, ops: list[tuple[str, Any]]) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN")
+        try:
+            for kind, arg in ops:
+                if kind == "insert":
+                    db.executemany(f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES "
+                                   "(?, ?, ?, ?, ?, ?, ?, ?, ?)", arg)
+                elif kind == "delete":
+                    db.executemany("DELETE FROM entries WHERE seq = ?", [(s,) for s in arg])
+                elif kind == "attempts":
+                    db.executemany("UPDATE entries SET attempts = ? WHERE seq = ?", arg)
+                elif kind == "clear":
+                    db.execute("DELETE FROM entries")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ----- loop side ---------------------------------------------------------
+
+    async def open(self) -> list[Entry]:
+        """Open (creating if needed) the file and return its entries in order."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+
+    async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
+        """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
+        self._ops.append(("insert", [_row(e) for e in entries]))
+        self._uncommitted_inserts += len(entries)
+        must_wait = durable if durable is not None else (
+            self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
+        )
+        await self._changed(wait=must_wait)
+
+    async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
+        """Remove the entries with these sequence numbers."""
+        self._ops.append(("delete", list(seqs)))
+        await self._changed(wait=durable)
+
+    async def set_attempts(self, entry: Entry) -> None:
+        """Record the attempt count of *entry* (committed with the next batch)."""
+        self._ops.append(("attempts", [(entry.attempts, entry.seq)]))
+        await self._changed(wait=False)
+
+    async def clear(self) -> None:
+        """Remove every entry, durably."""
+        self._ops.append(("clear", None))
+        await self._changed(wait=True)
+
+    async def _changed(self, *, wait: bool) -> None:
+        if self._closed:
+            raise RuntimeError(f"queue {self.path.name} is closed")
+        loop = asyncio.get_running_loop()
+        if wait:
+            future = loop.create_future()
+            self._waiters.append(future)
+            self._start_flush()
+            await future
+        elif self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
+            self._start_flush()
+        elif self._timer is None and (self._flush_task is None or self._flush_task.done()):
+            self._timer = loop.call_later(self.commit_interval, self._start_flush)
+
+    def _start_flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        # While one transaction is on disk, the next batch accumulates: every
+        # caller that arrives meanwhile shares the following commit.
+        while self._ops:
+            ops, self._ops = self._ops, []
+            waiters, self._waiters = self._waiters, []
+            self._uncommitted_inserts = 0
+            try:
+                await loop.run_in_executor(self._executor, self._apply_sync, ops)
+            except BaseException as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.commits += 1
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def flush(self) -> None:
+        """Commit everything written so far."""
+        if self._ops or (self._flush_task is not None and not self._flush_task.done()):
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            self._start_flush()
+            await future
+
+    async def read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a read-only *query* on the queue's thread (after pending writes commit)."""
+        await self.flush()
+        db = self._db
+        assert db is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, query, db)
+
+    async def close(self) -> None:
+        """Commit what is left and close the file."""
+        if self._closed:
+            return
+        await self.flush()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+        self._executor.shutdown(wait=True)
+
+
+def select_entries(where: str = "", params: Sequence[Any] = (), limit: int | None = None
+                   ) -> Callable[[sqlite3.Connection], list[Entry]]:
+    """A read query for :meth:`DurableQueue.read` returning entries in order."""
+    sql = f"SELECT {_COLUMNS} FROM entries {where} ORDER BY seq"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+
+    def run(db: sqlite3.Connection) -> list[Entry]:
+        return [_entry(r) for r in db.execute(sql, params)]
+
+    return run

@@ -1,0 +1,162 @@
+"""The ``eco.*`` standard endpoints every application has (queue management for now).
+
+Request model for every queue action: ``{"queue_route_key": str, "request_uid"?: str}``.
+An unknown queue or uid is answered with status 300 and a message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import Reject
+from .protocol import Status
+from .queues.endpoint import QueuedEndpoint
+from .queues.pair import EntryNotFound
+from .queues.sender import QueuedSender
+from .routing import Endpoint, Registry
+
+
+class QueueRequest(BaseModel):
+    """Names the queue (route key of a queued endpoint, or name of a queued sender)."""
+
+    queue_route_key: str
+    request_uid: str | None = None
+
+
+class OptionalQueueRequest(BaseModel):
+    """``data`` may omit the queue to list every queue."""
+
+    queue_route_key: str | None = None
+
+
+def _add(registry: Registry, route_key: str, handler: Callable[..., Awaitable[Any]]) -> None:
+    registry.add(Endpoint(route_key, handler, reserved=True))
+
+
+def _uid(request: QueueRequest) -> str:
+    if not request.request_uid:
+        raise Reject(Status.VALIDATION_ERROR, "request_uid is required for this action")
+    return request.request_uid
+
+
+def _not_found(exc: EntryNotFound, queue: str) -> Reject:
+    return Reject(Status.VALIDATION_ERROR, f"{exc} of {queue!r}", {"queue_route_key": queue})
+
+
+def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) -> None:
+    """The errors.* family, shared by queued endpoints and queued senders."""
+
+    async def first_10(request: QueueRequest) -> list[dict[str, Any]]:
+        queue = find(request.queue_route_key)
+        return [e.describe() for e in await queue.require_pair().error_entries(limit=10)]
+
+    async def reprocess_all(request: QueueRequest) -> dict[str, int]:
+        queue = find(request.queue_route_key)
+        entries = await queue.require_pair().error_entries()
+        return {"reprocessed": await queue.reprocess(entries)}
+
+    async def reprocess_one(request: QueueRequest) -> dict[str, int]:
+        queue = find(request.queue_route_key)
+        try:
+            entry = await queue.require_pair().find_error(_uid(request))
+        except EntryNotFound as exc:
+            raise _not_found(exc, request.queue_route_key) from None
+        return {"reprocessed": await queue.reprocess([entry])}
+
+    async def inspect_request(request: QueueRequest) -> dict[str, Any]:
+        queue = find(request.queue_route_key)
+        try:
+            entry = await queue.require_pair().find_error(_uid(request))
+        except EntryNotFound as exc:
+            raise _not_found(exc, request.queue_route_key) from None
+        return entry.describe()
+
+    async def pop_request(request: QueueRequest) -> dict[str, Any]:
+        queue = find(request.queue_route_key)
+        try:
+            entry = await queue.require_pair().pop_error(_uid(request))
+        except EntryNotFound as exc:
+            raise _not_found(exc, request.queue_route_key) from None
+        if isinstance(queue, QueuedSender):
+            queue.forget_errors([entry])
+        return entry.describe()
+
+    async def clear(request: QueueRequest) -> dict[str, int]:
+        queue = find(request.queue_route_key)
+        pair = queue.require_pair()
+        entries = await pair.error_entries() if isinstance(queue, QueuedSender) else []
+        cleared = await pair.clear_errors()
+        if isinstance(queue, QueuedSender):
+            queue.forget_errors(entries)
+        return {"cleared": cleared}
+
+    _add(registry, f"{prefix}.errors.get_first_10", first_10)
+    _add(registry, f"{prefix}.errors.reprocess.all", reprocess_all)
+    _add(registry, f"{prefix}.errors.reprocess.one", reprocess_one)
+    _add(registry, f"{prefix}.errors.inspect_request", inspect_request)
+    _add(registry, f"{prefix}.errors.pop_request", pop_request)
+    _add(registry, f"{prefix}.errors.clear", clear)
+
+
+def standard_endpoints(app_registry: Registry) -> Registry:
+    """Build the eco.* endpoints bound to the queues of *app_registry*."""
+    registry = Registry()
+
+    def handlers() -> dict[str, QueuedEndpoint]:
+        return {k: e for k, e in app_registry.endpoints.items() if isinstance(e, QueuedEndpoint)}
+
+    def find_handler(key: str) -> QueuedEndpoint:
+        found = handlers().get(key)
+        if found is None:
+            raise Reject(Status.VALIDATION_ERROR, f"unknown queued endpoint {key!r}",
+                         {"known": sorted(handlers())})
+        return found
+
+    def find_sender(key: str) -> QueuedSender:
+        found = app_registry.senders.get(key)
+        if found is None:
+            raise Reject(Status.VALIDATION_ERROR, f"unknown queued sender {key!r}",
+                         {"known": sorted(app_registry.senders)})
+        return found
+
+    async def handler_data(request: OptionalQueueRequest) -> Any:
+        if request.queue_route_key is None:
+            return [e.data() for e in handlers().values()]
+        return find_handler(request.queue_route_key).data()
+
+    _add(registry, "eco.queued_handler.data", handler_data)
+    for what in ("receiving", "processing", "all"):
+        for action in ("pause", "unpause"):
+            def make(what: str = what, paused: bool = action == "pause") -> Callable[..., Awaitable[Any]]:
+                async def toggle(request: QueueRequest) -> dict[str, Any]:
+                    queue = find_handler(request.queue_route_key)
+                    queue.set_paused(receiving=paused if what in ("receiving", "all") else None,
+                                     processing=paused if what in ("processing", "all") else None)
+                    return queue.data()
+                return toggle
+            _add(registry, f"eco.queued_handler.{what}.{action}", make())
+    _error_actions(registry, "eco.queued_handler", find_handler)
+
+    async def sender_data(request: OptionalQueueRequest) -> Any:
+        if request.queue_route_key is None:
+            return [s.data() for s in app_registry.senders.values()]
+        return find_sender(request.queue_route_key).data()
+
+    async def send_pause(request: QueueRequest) -> dict[str, Any]:
+        sender = find_sender(request.queue_route_key)
+        sender.set_paused(True)
+        return sender.data()
+
+    async def send_unpause(request: QueueRequest) -> dict[str, Any]:
+        sender = find_sender(request.queue_route_key)
+        sender.set_paused(False)
+        return sender.data()
+
+    _add(registry, "eco.queued_sender.data", sender_data)
+    _add(registry, "eco.queued_sender.send_process.pause", send_pause)
+    _add(registry, "eco.queued_sender.send_process.unpause", send_unpause)
+    _error_actions(registry, "eco.queued_sender", find_sender)
+    return registry
