@@ -257,9 +257,9 @@ class Application:
     async def serve(self) -> None:
         """Start, run until asked to stop (signal or :meth:`request_stop`), then stop."""
         await self.start()
-        await self._serve_started()
+        await self._serve_started(banner=False)
 
-    async def _serve_started(self) -> None:
+    async def _serve_started(self, *, banner: bool) -> None:
         loop = asyncio.get_running_loop()
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -269,6 +269,16 @@ class Application:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without signals
         try:
+            if banner:
+                # Printed only once signals are handled: whoever waits for this
+                # line may stop the process with SIGTERM right away.
+                assert self.config is not None
+                print(
+                    f"{self.name} instance {self.instance} listening on "
+                    f"{', '.join(repr(s) for s in self.servers) or 'no transport'}; "
+                    f"log {self.config.log_path}",
+                    flush=True,
+                )
             await self.wait_stopped()
         finally:
             for sig in installed:
@@ -290,14 +300,7 @@ class Application:
         except EcosysError as exc:
             print(f"{self.name}: error: {exc}", file=sys.stderr)
             return 1
-        assert self.config is not None
-        print(
-            f"{self.name} instance {self.instance} listening on "
-            f"{', '.join(repr(s) for s in self.servers) or 'no transport'}; "
-            f"log {self.config.log_path}",
-            flush=True,
-        )
-        await self._serve_started()
+        await self._serve_started(banner=True)
         return 0
 
 
