@@ -146,6 +146,8 @@ class Application:
         self._stop_event = asyncio.Event()
         self._lock = InstanceLock(cfg.lock_path)
         self._lock.acquire(f"{self.name} instance {self.instance}")
+        # Current from here on: queue workers resuming old work may call current_app().
+        previous, _current = _current, self
         try:
             self._logs = LogSetup(
                 cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
@@ -157,8 +159,8 @@ class Application:
             await self._close_servers(0)
             await self._close_queues(0)
             self._release()
+            _current = previous
             raise
-        _current = self
         where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
         log.info("%s instance %s started on %s", self.name, self.instance, where)
 

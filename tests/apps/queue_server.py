@@ -1,0 +1,40 @@
+"""A queued endpoint for crash tests.
+
+config.extra: RECORD (file the handler appends "<n>\\n" to once it is done with
+request n), MODE ("record", or "hang": write "start <n>" and sleep for ever),
+MAX_UNCOMMITTED (the queue's batching setting).
+"""
+
+import asyncio
+import os
+
+from pydantic import BaseModel
+
+from ecosys import Application, current_app, queued_endpoint
+
+
+class Work(BaseModel):
+    n: int
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+@queued_endpoint("work", max_uncommitted=int(os.environ.get("QUEUE_MAX_UNCOMMITTED", "0")),
+                 commit_interval=float(os.environ.get("QUEUE_COMMIT_INTERVAL", "0.05")))
+async def work(request: Work) -> bool:
+    """Record the request, or hang on it, as the test asks."""
+    extra = current_app().config.extra  # type: ignore[union-attr]
+    if extra.get("MODE") == "hang":
+        await asyncio.to_thread(_append, extra["RECORD"], f"start {request.n}\n")
+        await asyncio.sleep(3600)
+    await asyncio.to_thread(_append, extra["RECORD"], f"{request.n}\n")
+    return True
+
+
+if __name__ == "__main__":
+    Application().run()

@@ -1,0 +1,219 @@
+"""Queued endpoints in-process over real sockets and real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from queuehelpers import eventually, running_app
+
+from ecosys import (
+    Application,
+    ApplicationBusy,
+    ConfigurationError,
+    Registry,
+    ValidationFailed,
+    queued_endpoint,
+)
+
+
+class Job(BaseModel):
+    n: int
+
+
+def job_registry(outcomes: dict[int, list[object]], seen: list[tuple[int, int]]) -> Registry:
+    """A queued endpoint 'jobs' whose handler answers from *outcomes* per n (default True)."""
+    registry = Registry()
+    counts: dict[int, int] = {}
+
+    @queued_endpoint("jobs", registry=registry, max_retries=2, retry_delay=0.02)
+    async def jobs(request: Job) -> bool:
+        counts[request.n] = counts.get(request.n, 0) + 1
+        seen.append((request.n, counts[request.n]))
+        script = outcomes.get(request.n, [])
+        outcome = script[min(counts[request.n], len(script)) - 1] if script else True
+        if isinstance(outcome, Exception):
+            raise outcome
+        return bool(outcome)
+
+    return registry
+
+
+async def data(client, key: str = "jobs") -> dict:  # type: ignore[no-untyped-def]
+    return await client.request("eco.queued_handler.data", {"queue_route_key": key})  # type: ignore[no-any-return]
+
+
+async def test_ack_carries_uid_and_files_are_named(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (_, client):
+        uid = str(uuid.uuid4())
+        assert await client.request("jobs", {"n": 1}, uid=uid) == {"uid": uid}
+        await eventually(lambda: seen == [(1, 1)])
+        with pytest.raises(ValidationFailed):
+            await client.request("jobs", {"n": "x"})
+    names = sorted(p.name for p in (tmp_path / "queues").iterdir() if p.suffix == ".sqlite")
+    assert names == ["qapp-1-jobs-endpoint-error.sqlite", "qapp-1-jobs-endpoint-pending.sqlite"]
+
+
+async def test_processed_in_arrival_order(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (_, client):
+        for n in range(50):
+            await client.request("jobs", {"n": n})
+        await eventually(lambda: len(seen) == 50)
+    assert [n for n, _ in seen] == list(range(50))
+
+
+async def test_false_then_true_always_false_and_raising(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    outcomes = {1: [False, True], 2: [False], 3: [RuntimeError("disk on fire")]}
+    async with running_app(job_registry(outcomes, seen), tmp_path) as (_, client):
+        for n in (1, 2, 3):
+            await client.request("jobs", {"n": n})
+        state = await eventually(lambda: _settled(client))
+        assert state["pending"] == 0 and state["errors"] == 2
+        assert seen.count((1, 1)) == 1 and (1, 2) in seen and (1, 3) not in seen
+        assert [a for n, a in seen if n == 2] == [1, 2, 3], "max_retries=2 means 3 attempts"
+        errors = await client.request("eco.queued_handler.errors.get_first_10", {"queue_route_key": "jobs"})
+        by_n = {e["request"]["n"]: e for e in errors}
+        assert set(by_n) == {2, 3}
+        assert by_n[2]["attempts"] == 3 and "returned False" in by_n[2]["reason"]
+        assert by_n[3]["attempts"] == 1 and by_n[3]["reason"] == "RuntimeError: disk on fire"
+
+
+async def _settled(client) -> dict | None:  # type: ignore[no-untyped-def]
+    state = await data(client)
+    return state if state["pending"] == 0 and state["errors"] == 2 else None
+
+
+async def test_error_queue_management(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    fail_first = {n: [RuntimeError(f"bad {n}"), True] for n in range(4)}
+    async with running_app(job_registry(fail_first, seen), tmp_path) as (_, client):
+        uids = [(await client.request("jobs", {"n": n}))["uid"] for n in range(4)]
+        await eventually(lambda: _count_errors(client, 4))
+        key = {"queue_route_key": "jobs"}
+        inspected = await client.request("eco.queued_handler.errors.inspect_request", {**key, "request_uid": uids[0]})
+        assert inspected["request"] == {"n": 0} and inspected["reason"] == "RuntimeError: bad 0"
+        assert inspected["failed_at"] >= inspected["created"]
+        # Reprocess one: handled again (succeeds the second time), the rest stay.
+        assert await client.request("eco.queued_handler.errors.reprocess.one", {**key, "request_uid": uids[0]}) == {"reprocessed": 1}
+        await eventually(lambda: (0, 2) in seen)
+        await eventually(lambda: _count_errors(client, 3))
+        # Pop returns the entry and removes it.
+        popped = await client.request("eco.queued_handler.errors.pop_request", {**key, "request_uid": uids[1]})
+        assert popped["request"] == {"n": 1}
+        assert (await data(client))["errors"] == 2
+        # Reprocess all.
+        assert await client.request("eco.queued_handler.errors.reprocess.all", key) == {"reprocessed": 2}
+        await eventually(lambda: (2, 2) in seen and (3, 2) in seen)
+        assert (await data(client))["errors"] == 0
+        assert (1, 2) not in seen, "a popped request must not run again"
+        # Clear.
+        await client.request("jobs", {"n": 10})  # fine; then make errors to clear
+        for n in (20, 21):
+            seen_before = len(seen)
+            await client.request("jobs", {"n": n, "extra": "ignored"})
+            await eventually(lambda seen_before=seen_before: len(seen) > seen_before)
+        state = await data(client)
+        assert await client.request("eco.queued_handler.errors.clear", key) == {"cleared": state["errors"]}
+        assert (await data(client))["errors"] == 0
+        # Bad queue key or uid: a clear error, and the server keeps serving.
+        for route, body, needle in [
+            ("eco.queued_handler.errors.inspect_request", {"queue_route_key": "nope", "request_uid": uids[0]}, "unknown queued endpoint"),
+            ("eco.queued_handler.errors.pop_request", {**key, "request_uid": str(uuid.uuid4())}, "no request with uid"),
+            ("eco.queued_handler.errors.reprocess.one", {**key, "request_uid": str(uuid.uuid4())}, "no request with uid"),
+            ("eco.queued_handler.errors.inspect_request", key, "request_uid is required"),
+            ("eco.queued_handler.data", {"queue_route_key": "nope"}, "unknown queued endpoint"),
+        ]:
+            with pytest.raises(ValidationFailed, match=needle):
+                await client.request(route, body)
+        assert (await data(client))["pending"] == 0
+
+
+async def _count_errors(client, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await data(client))["errors"] == n
+
+
+async def test_pause_receiving_and_processing(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (_, client):
+        key = {"queue_route_key": "jobs"}
+        state = await client.request("eco.queued_handler.receiving.pause", key)
+        assert state["receiving"] is False and state["processing"] is True
+        with pytest.raises(ApplicationBusy, match="receiving is paused"):
+            await client.request("jobs", {"n": 1})
+        assert (await data(client))["pending"] == 0, "nothing may be stored while receiving is paused"
+        await client.request("eco.queued_handler.receiving.unpause", key)
+        await client.request("eco.queued_handler.processing.pause", key)
+        for n in range(5):
+            await client.request("jobs", {"n": n})
+        await asyncio.sleep(0.2)
+        assert seen == [] and (await data(client))["pending"] == 5
+        await client.request("eco.queued_handler.processing.unpause", key)
+        await eventually(lambda: len(seen) == 5)
+        state = await client.request("eco.queued_handler.all.pause", key)
+        assert state["receiving"] is False and state["processing"] is False
+        with pytest.raises(ApplicationBusy):
+            await client.request("jobs", {"n": 9})
+        state = await client.request("eco.queued_handler.all.unpause", key)
+        assert state["receiving"] and state["processing"]
+        listing = await client.request("eco.queued_handler.data", {})
+        assert [q["queue_route_key"] for q in listing] == ["jobs"]
+
+
+async def test_pending_work_resumes_after_restart(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({}, seen)
+    async with running_app(registry, tmp_path) as (_, client):
+        await client.request("eco.queued_handler.processing.pause", {"queue_route_key": "jobs"})
+        for n in range(10):
+            await client.request("jobs", {"n": n})
+    assert seen == []
+    # A fresh registry, as a restarted process would have.
+    async with running_app(job_registry({}, seen), tmp_path) as (_, client):
+        await eventually(lambda: len(seen) == 10)
+    assert [n for n, _ in seen] == list(range(10))
+
+
+async def test_queues_need_a_queue_dir(tmp_path: Path) -> None:
+    app = Application("noq", instance="1", registry=job_registry({}, []),
+                      config={"default_dir": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="ECOENV_QUEUE_DIR"):
+        await app.start()
+    # The failed start released the lock: a correct start now works.
+    app = Application("noq", instance="1", registry=job_registry({}, []),
+                      config={"default_dir": str(tmp_path), "queue_dir": str(tmp_path / "q")})
+    await app.start()
+    await app.stop()
+
+
+async def test_event_loop_not_blocked_by_queue_work(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (_, client):
+        loop = asyncio.get_running_loop()
+        worst = 0.0
+        stop = False
+
+        async def probe() -> None:
+            nonlocal worst
+            while not stop:
+                before = loop.time()
+                await asyncio.sleep(0.005)
+                worst = max(worst, loop.time() - before - 0.005)
+
+        watcher = asyncio.create_task(probe())
+        sem = asyncio.Semaphore(64)
+
+        async def send(n: int) -> None:
+            async with sem:
+                await client.request("jobs", {"n": n})
+
+        await asyncio.gather(*(send(n) for n in range(10_000)))
+        await eventually(lambda: len(seen) == 10_000, timeout=60)
+        stop = True
+        await watcher
+    assert worst < 0.05, f"event loop stalled for {worst * 1000:.1f} ms"

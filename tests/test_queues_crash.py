@@ -1,0 +1,89 @@
+"""Durability across kill -9: what was acknowledged is processed after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from ecosys import EcosysError, TcpClient
+
+from apphelpers import APPS_DIR, AppProcess, app_env, free_port, wait_until
+
+QUEUE_SERVER = APPS_DIR / "queue_server.py"
+
+
+def start(tmp: Path, port: int, mode: str, *, max_uncommitted: int = 0, label: str = "q") -> AppProcess:
+    env = app_env(
+        ECOENV_DEFAULT_DIR=tmp, ECOENV_QUEUE_DIR=tmp / "queues",
+        ECOENV_EXTRA_QUEUE_SERVER_1_RECORD=tmp / "record.txt",
+        ECOENV_EXTRA_QUEUE_SERVER_1_MODE=mode,
+        QUEUE_MAX_UNCOMMITTED=str(max_uncommitted),
+        QUEUE_COMMIT_INTERVAL="5" if max_uncommitted else "0.05",
+    )
+    proc = AppProcess(QUEUE_SERVER, ["-i", "1", "--tcp", f"127.0.0.1:{port}"], env, tmp, label=label)
+    proc.wait_ready()
+    return proc
+
+
+def recorded(tmp: Path) -> list[str]:
+    path = tmp / "record.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def flood_until_killed(port: int, proc: AppProcess, total: int, kill_after: int) -> set[int]:
+    """Send requests concurrently; kill -9 the server after *kill_after* acks; return what was acked."""
+    acked: set[int] = set()
+    client = TcpClient("127.0.0.1", port, retries=0, timeout=5)
+
+    async def one(n: int) -> None:
+        try:
+            await client.request("work", {"n": n})
+        except EcosysError:
+            return
+        acked.add(n)
+        if len(acked) == kill_after:
+            proc.kill()
+
+    await asyncio.gather(*(one(n) for n in range(total)))
+    await client.close()
+    return acked
+
+
+@pytest.mark.parametrize("max_uncommitted", [0, 50])
+async def test_acknowledged_requests_survive_kill_9(tmp_path: Path, max_uncommitted: int) -> None:
+    port = free_port()
+    # Hang mode: the first request blocks the worker, so everything else stays queued.
+    with start(tmp_path, port, "hang", max_uncommitted=max_uncommitted, label="first") as first:
+        acked = await flood_until_killed(port, first, total=3000, kill_after=1500)
+        assert first.proc.returncode == -signal.SIGKILL
+    assert len(acked) >= 1500
+    (tmp_path / "record.txt").unlink(missing_ok=True)
+    with start(tmp_path, port, "record", max_uncommitted=max_uncommitted, label="second") as second:
+        async with TcpClient("127.0.0.1", port) as client:
+            for _ in range(600):
+                data = await client.request("eco.queued_handler.data", {"queue_route_key": "work"})
+                if data["pending"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert second.terminate() == 0
+    done = {int(x) for x in recorded(tmp_path)}
+    lost = acked - done
+    assert len(lost) <= max_uncommitted, f"{len(lost)} acknowledged requests lost: {sorted(lost)[:20]}"
+    assert data["pending"] == 0 and data["errors"] == 0, data
+
+
+async def test_request_being_handled_at_kill_is_replayed(tmp_path: Path) -> None:
+    port = free_port()
+    with start(tmp_path, port, "hang", label="first") as first:
+        async with TcpClient("127.0.0.1", port) as client:
+            assert (await client.request("work", {"n": 7}))["uid"]
+        assert await asyncio.to_thread(wait_until, lambda: "start 7" in recorded(tmp_path), 10)
+        first.kill()
+    assert recorded(tmp_path) == ["start 7"]
+    with start(tmp_path, port, "record", label="second") as second:
+        assert await asyncio.to_thread(wait_until, lambda: recorded(tmp_path)[-1:] == ["7"], 10)
+        assert second.terminate() == 0
+    assert recorded(tmp_path) == ["start 7", "7"]
