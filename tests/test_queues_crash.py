@@ -7,10 +7,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from apphelpers import APPS_DIR, AppProcess, app_env, free_port, wait_until
 
 from ecosys import EcosysError, TcpClient
-
-from apphelpers import APPS_DIR, AppProcess, app_env, free_port, wait_until
 
 QUEUE_SERVER = APPS_DIR / "queue_server.py"
 

@@ -25,7 +25,7 @@ from .logs import LogSetup
 from .queues.endpoint import QueuedEndpoint
 from .routing import Registry, Router, default_registry
 from .standard import standard_endpoints
-from .tasks import TaskKeeper, default_task_keeper
+from .tasks import TaskKeeper, default_task_keeper, use_task_keeper
 from .transport.tcp import TcpServer
 from .transport.udp import UdpServer
 from .transport.uds import UdsServer
@@ -51,7 +51,9 @@ def default_name() -> str:
         base = module.rsplit(".", 1)[-1]
     else:
         base = Path(sys.argv[0] or "ecosys").stem
-    return to_snake_case(base) or "ecosys_app"
+    name = to_snake_case(base) or "ecosys_app"
+    # A program called e.g. "2fast.py" still gets a valid (identifier-like) name.
+    return name if name[0].isalpha() else f"app_{name}"
 
 
 class Application:
@@ -148,6 +150,7 @@ class Application:
         self._lock.acquire(f"{self.name} instance {self.instance}")
         # Current from here on: queue workers resuming old work may call current_app().
         previous, _current = _current, self
+        use_task_keeper(self.task_keeper)
         try:
             self._logs = LogSetup(
                 cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
@@ -160,6 +163,7 @@ class Application:
             await self._close_queues(0)
             self._release()
             _current = previous
+            use_task_keeper(None)
             raise
         where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
         log.info("%s instance %s started on %s", self.name, self.instance, where)
@@ -242,6 +246,7 @@ class Application:
             self._release()
             if _current is self:
                 _current = None
+                use_task_keeper(None)
             self._stopping = False
 
     async def _close_servers(self, grace: float) -> None:

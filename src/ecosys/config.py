@@ -84,7 +84,7 @@ class Settings(BaseModel):
     queue_dir: Path | None = None
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     log_max_size: int = Field(10 * 1024 * 1024, ge=1024)
-    log_backups: int = Field(5, ge=0, le=1000)
+    log_backups: int = Field(5, ge=1, le=1000)
     log_compress: bool = False
     log_console: bool = False
     max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
@@ -170,7 +170,9 @@ def code_layer(values: Mapping[str, Any]) -> Layer:
         if key not in FILE_KEYS:
             raise ConfigurationError(f"unknown setting {key!r} in Application(config=...)")
         if key == "extra":
-            for extra_key, extra_value in dict(value).items():
+            if not isinstance(value, Mapping):
+                raise ConfigurationError("Application(config=...) key 'extra' must be a mapping")
+            for extra_key, extra_value in value.items():
                 layer.set(f"extra.{extra_key}", extra_value, f"Application(config=...) extra[{extra_key!r}]")
         else:
             layer.set(key, value, f"Application(config=...) key {key!r}")

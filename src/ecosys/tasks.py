@@ -58,6 +58,18 @@ class TaskKeeper:
 
 
 default_task_keeper = TaskKeeper()
+_active_keeper: TaskKeeper | None = None
+
+
+def use_task_keeper(keeper: TaskKeeper | None) -> None:
+    """Make *keeper* receive run_soon tasks (the running Application's); None restores the default."""
+    global _active_keeper
+    _active_keeper = keeper
+
+
+def active_task_keeper() -> TaskKeeper:
+    """The keeper run_soon schedules into right now."""
+    return _active_keeper if _active_keeper is not None else default_task_keeper
 
 
 def run_soon(
@@ -69,6 +81,6 @@ def run_soon(
 
     @functools.wraps(func)
     def schedule(*args: P.args, **kwargs: P.kwargs) -> asyncio.Task[Any]:
-        return default_task_keeper.spawn(func(*args, **kwargs), name=func.__qualname__)
+        return active_task_keeper().spawn(func(*args, **kwargs), name=func.__qualname__)
 
     return schedule

@@ -232,8 +232,10 @@ class QueuedSender:
         assert self.pair is not None
         await self.pair.count_attempt(entry)
         delay = self.backoff(entry.attempts)
-        log.info("sender %s: attempt %d failed (%s); retrying in %.2fs", self.name, entry.attempts,
-                 reason, delay)
+        # A dead target fails every message many times: say it at the start, then rarely.
+        level = logging.INFO if entry.attempts == 1 or entry.attempts % 10 == 0 else logging.DEBUG
+        log.log(level, "sender %s: attempt %d failed (%s); retrying in %.2fs", self.name,
+                entry.attempts, reason, delay)
         await asyncio.sleep(delay)
         if self._stopping:
             return

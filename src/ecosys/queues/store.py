@@ -10,6 +10,7 @@ committed; concurrent callers share that commit (group commit).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+log = logging.getLogger("ecosys.queues")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -210,20 +213,21 @@ class DurableQueue:
         loop = asyncio.get_running_loop()
         # While one transaction is on disk, the next batch accumulates: every
         # caller that arrives meanwhile shares the following commit.
-        while self._ops:
+        while self._ops or self._waiters:
             ops, self._ops = self._ops, []
             waiters, self._waiters = self._waiters, []
             self._uncommitted_inserts = 0
-            try:
-                await loop.run_in_executor(self._executor, self._apply_sync, ops)
-            except BaseException as exc:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            self.commits += 1
+            if ops:
+                try:
+                    await loop.run_in_executor(self._executor, self._apply_sync, ops)
+                except Exception as exc:
+                    log.error("queue %s: commit failed: %s", self.path.name, exc)
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    continue
+                self.commits += 1
+            # Without ops, these callers only wait for what earlier loops already committed.
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)

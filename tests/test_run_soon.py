@@ -1,0 +1,223 @@
+"""``@run_soon`` and the TaskKeeper: fire and forget, failures logged, drained at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ecosys
+from ecosys import Application, Registry, TaskKeeper, run_soon
+
+
+@pytest.fixture(autouse=True)
+def fresh_keeper() -> Iterator[TaskKeeper]:
+    ecosys.default_task_keeper.reset()
+    yield ecosys.default_task_keeper
+    ecosys.default_task_keeper.reset()
+
+
+async def test_run_soon_returns_a_task_at_once(fresh_keeper: TaskKeeper) -> None:
+    events: list[str] = []
+
+    @run_soon
+    async def work(x: int) -> int:
+        events.append("started")
+        await asyncio.sleep(0.2)
+        events.append("finished")
+        return x * 2
+
+    started = time.perf_counter()
+    task = work(21)
+    took = time.perf_counter() - started
+    assert isinstance(task, asyncio.Task), f"calling a run_soon function must return a Task, got {task!r}"
+    assert took < 0.05, f"the call took {took:.3f}s: it must not wait for the coroutine"
+    assert events == [], "the coroutine must not run before the caller yields"
+    assert task in fresh_keeper.tasks, "the keeper must hold a reference to the task"
+    assert "work" in task.get_name()
+    assert await task == 42
+    await asyncio.sleep(0)
+    assert events == ["started", "finished"]
+    assert task not in fresh_keeper.tasks, "a finished task must be forgotten"
+
+
+def test_run_soon_needs_an_async_function() -> None:
+    def plain() -> None:
+        pass
+
+    with pytest.raises(TypeError):
+        run_soon(plain)  # type: ignore[arg-type]
+
+
+async def test_failures_are_logged_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    loop_errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+
+    @run_soon
+    async def doomed() -> None:
+        await asyncio.sleep(0.01)
+        raise ValueError("kaput 1234")
+
+    with caplog.at_level(logging.ERROR, logger="ecosys.tasks"):
+        task = doomed()
+        await asyncio.wait([task])
+        await asyncio.sleep(0)  # let the done callbacks run
+    failures = [r for r in caplog.records if r.name == "ecosys.tasks" and r.levelno == logging.ERROR]
+    assert len(failures) == 1, f"one error record expected: {caplog.records}"
+    record = failures[0]
+    assert "doomed" in record.getMessage(), f"the record must name the task: {record.getMessage()}"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError), (
+        "the record must carry the exception with its traceback"
+    )
+    assert "kaput 1234" in caplog.text
+    del task, record, failures
+    caplog.clear()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not loop_errors, f"the failure must not also surface as 'never retrieved': {loop_errors}"
+
+
+async def test_cancelled_task_is_not_reported_as_failure(caplog: pytest.LogCaptureFixture) -> None:
+    @run_soon
+    async def forever() -> None:
+        await asyncio.sleep(30)
+
+    with caplog.at_level(logging.ERROR, logger="ecosys.tasks"):
+        task = forever()
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)
+    assert not [r for r in caplog.records if r.name == "ecosys.tasks"], caplog.text
+
+
+async def test_wait_all_waits_and_cancels_after_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    keeper = TaskKeeper()
+    finished: list[int] = []
+
+    async def quick(n: int) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(n)
+
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    quick_tasks = [keeper.spawn(quick(n)) for n in range(3)]
+    stuck_tasks = [keeper.spawn(stuck()) for _ in range(2)]
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="ecosys.tasks"):
+        cancelled = await keeper.wait_all(0.3)
+    took = time.perf_counter() - started
+    assert cancelled == 2, f"wait_all must return how many tasks it cancelled, got {cancelled}"
+    assert 0.25 <= took < 2.0, f"wait_all(0.3) returned after {took:.2f}s"
+    assert sorted(finished) == [0, 1, 2], "tasks that finish in time must complete normally"
+    assert all(t.done() and not t.cancelled() for t in quick_tasks)
+    assert all(t.cancelled() for t in stuck_tasks), "tasks past the timeout must be cancelled"
+    await asyncio.sleep(0)
+    assert not keeper.tasks, f"the keeper must be empty afterwards: {keeper.tasks}"
+    assert "cancelled 2" in caplog.text, f"the cancellation should be logged: {caplog.text!r}"
+
+
+async def test_wait_all_includes_tasks_started_by_tasks() -> None:
+    keeper = TaskKeeper()
+    order: list[str] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0.05)
+        order.append("child")
+
+    async def parent() -> None:
+        await asyncio.sleep(0.02)
+        keeper.spawn(child())
+        order.append("parent")
+
+    keeper.spawn(parent())
+    assert await keeper.wait_all(5.0) == 0
+    assert order == ["parent", "child"], f"wait_all must also wait for tasks spawned meanwhile: {order}"
+
+
+async def test_wait_all_with_nothing_to_wait_for() -> None:
+    keeper = TaskKeeper()
+    started = time.perf_counter()
+    assert await keeper.wait_all(5.0) == 0
+    assert await keeper.wait_all() == 0
+    assert time.perf_counter() - started < 0.1
+
+
+def make_app(tmp_path: Path, **config: Any) -> Application:
+    app = Application("run_soon_app", instance="1", registry=Registry(),
+                      config={"default_dir": str(tmp_path), **config})
+    app.configure(argv=[], environ={})
+    return app
+
+
+async def test_application_stop_waits_for_run_soon_tasks(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    done: list[str] = []
+
+    @run_soon
+    async def background(tag: str) -> None:
+        await asyncio.sleep(0.3)
+        done.append(tag)
+
+    await app.start()
+    try:
+        task = background("saved")
+    finally:
+        await app.stop()
+    assert task.done() and not task.cancelled(), "stop() must let a run_soon task finish"
+    assert done == ["saved"]
+    assert not (tmp_path / "run_soon_app-1.lock").exists(), "stop() releases the lock"
+
+
+async def test_application_stop_cancels_run_soon_tasks_past_the_grace(tmp_path: Path) -> None:
+    app = make_app(tmp_path, shutdown_grace=0.3)
+
+    @run_soon
+    async def endless() -> None:
+        await asyncio.sleep(30)
+
+    await app.start()
+    started = time.perf_counter()
+    try:
+        task = endless()
+    finally:
+        await app.stop()
+    took = time.perf_counter() - started
+    assert task.cancelled(), "a task still running after the grace period must be cancelled"
+    assert took < 3.0, f"stop() took {took:.2f}s with a 0.3 s grace"
+    log_text = (tmp_path / "run_soon_app-1.log").read_text()
+    assert "cancelled" in log_text, f"the cancellation must be logged:\n{log_text}"
+
+
+async def test_application_with_own_task_keeper_waits_for_run_soon_tasks(tmp_path: Path) -> None:
+    keeper = TaskKeeper()
+    app = Application("run_soon_app", instance="2", registry=Registry(), task_keeper=keeper,
+                      config={"default_dir": str(tmp_path)})
+    app.configure(argv=[], environ={})
+    done: list[str] = []
+
+    @run_soon
+    async def background() -> None:
+        await asyncio.sleep(0.2)
+        done.append("saved")
+
+    await app.start()
+    try:
+        task = background()
+    finally:
+        await app.stop()
+    try:
+        assert done == ["saved"], (
+            "an Application given its own TaskKeeper must still wait for run_soon tasks at stop()"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
