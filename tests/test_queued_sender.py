@@ -217,3 +217,23 @@ def test_backoff_policies() -> None:
         backoff.exponential(factor=0.5)
 
 
+
+
+async def test_stop_does_not_wait_out_a_back_off(tmp_path: Path) -> None:
+    import time
+
+    registry = Registry()
+    client = TcpClient("127.0.0.1", free_port(), retries=0, timeout=1)
+
+    @queued_sender(client, "take", name="outbox", registry=registry, backoff=backoff.constant(30))
+    def send(msg: Msg) -> Msg:
+        return msg
+
+    async with running_app(registry, tmp_path) as (app, _):
+        await send(Msg(n=1))
+        await asyncio.sleep(0.2)  # the first attempt failed; the delivery now sleeps 30 s
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.5, "shutdown waited for the back-off"
+    registry2, _ = sender_registry(free_port())
+    async with running_app(registry2, tmp_path) as (_, client2):
+        assert (await sender_data(client2))["pending"] == 1, "the message stays pending on disk"

@@ -62,7 +62,6 @@ class QueuedEndpoint(Endpoint):
         self._delayed: list[tuple[float, int, Entry]] = []
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._current: Entry | None = None
         self._stopping = False
 
     # ----- lifecycle -----------------------------------------------------
@@ -136,13 +135,7 @@ class QueuedEndpoint(Endpoint):
                 heapq.heappush(self._ready, (entry.seq, entry))
             if self.processing and self._ready:
                 _, entry = heapq.heappop(self._ready)
-                if self.pair is not None and entry.seq in self.pair.entries:
-                    self._current = entry
-                    try:
-                        await self._process(entry)
-                    finally:
-                        self._current = None
-                    continue
+                await self._process(entry)
                 continue
             self._wakeup.clear()
             timeout = None

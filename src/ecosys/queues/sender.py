@@ -84,6 +84,7 @@ class QueuedSender:
         self._busy: set[str] = set()  # sequenced groups whose head is in flight or waiting to retry
         self._blocked: dict[str, int] = {}  # sequenced group -> seq of its head in the error queue
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._backing_off: set[asyncio.Task[Any]] = set()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
@@ -124,6 +125,10 @@ class QueuedSender:
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.gather(worker, return_exceptions=True)
+        # Deliveries only waiting out a back-off have nothing to finish: stop them now
+        # (their messages stay pending on disk).
+        for task in list(self._backing_off):
+            task.cancel()
         if self._in_flight:
             _, pending = await asyncio.wait(list(self._in_flight), timeout=grace)
             for task in pending:
@@ -236,7 +241,13 @@ class QueuedSender:
         level = logging.INFO if entry.attempts == 1 or entry.attempts % 10 == 0 else logging.DEBUG
         log.log(level, "sender %s: attempt %d failed (%s); retrying in %.2fs", self.name,
                 entry.attempts, reason, delay)
-        await asyncio.sleep(delay)
+        task = asyncio.current_task()
+        assert task is not None
+        self._backing_off.add(task)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._backing_off.discard(task)
         if self._stopping:
             return
         if self.sequenced:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 log = logging.getLogger("ecosys.queues")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -60,8 +62,6 @@ class Entry:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the management endpoints."""
-        import orjson
-
         try:
             request: Any = orjson.loads(self.request)
         except orjson.JSONDecodeError:
@@ -115,6 +115,7 @@ class DurableQueue:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ecosys-db-{path.stem}")
         self._db: sqlite3.Connection | None = None
         self._ops: list[tuple[str, Any]] = []
+        self._ops_inserts = 0  # inserts in self._ops
         self._waiters: list[asyncio.Future[None]] = []
         self._uncommitted_inserts = 0
         self._flush_task: asyncio.Task[None] | None = None
@@ -167,6 +168,7 @@ class DurableQueue:
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
         self._ops.append(("insert", [_row(e) for e in entries]))
+        self._ops_inserts += len(entries)
         self._uncommitted_inserts += len(entries)
         must_wait = durable if durable is not None else (
             self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
@@ -216,7 +218,7 @@ class DurableQueue:
         while self._ops or self._waiters:
             ops, self._ops = self._ops, []
             waiters, self._waiters = self._waiters, []
-            self._uncommitted_inserts = 0
+            inserts, self._ops_inserts = self._ops_inserts, 0
             if ops:
                 try:
                     await loop.run_in_executor(self._executor, self._apply_sync, ops)
@@ -226,6 +228,9 @@ class DurableQueue:
                         if not waiter.done():
                             waiter.set_exception(exc)
                     continue
+                finally:
+                    # Counted until committed (or failed): the loss bound covers batches in flight.
+                    self._uncommitted_inserts -= inserts
                 self.commits += 1
             # Without ops, these callers only wait for what earlier loops already committed.
             for waiter in waiters:
