@@ -13,6 +13,7 @@ from typing import Any
 
 from ..protocol import HEARTBEAT_REPLY, LineSplitter, Status, encode_error
 from ..routing import PreparedCall, Router
+from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
 
@@ -80,6 +81,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._stopped = False
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -127,11 +129,12 @@ class StreamServerProtocol(asyncio.Protocol):
             self._write(prepared)
             return
         assert isinstance(prepared, PreparedCall)
-        task = asyncio.get_running_loop().create_task(self._run(prepared))
         self._in_flight += 1
-        self._server.in_flight.add(task)
-        if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
-            self._update_reading()
+        task = start_eagerly(self._loop, self._run(prepared))
+        if task is not None:
+            self._server.in_flight.add(task)
+            if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
+                self._update_reading()
 
     async def _run(self, call: PreparedCall) -> None:
         try:
@@ -139,7 +142,9 @@ class StreamServerProtocol(asyncio.Protocol):
         finally:
             # Book-keeping here rather than in a done callback: a callback
             # would cost one more event-loop iteration per request.
-            self._server.in_flight.discard(asyncio.current_task())
+            task = asyncio.current_task()
+            if task is not None:
+                self._server.in_flight.discard(task)
             self._in_flight -= 1
             if self._reading_paused:
                 self._update_reading()

@@ -10,6 +10,7 @@ from ..errors import ConnectFailed
 from ..protocol import HEARTBEAT_REPLY, ProtocolViolation, Response, Status, decode_response, encode_error
 from ..routing import PreparedCall, Router
 from .client import Client, ResponseMatcher
+from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
 
@@ -57,14 +58,17 @@ class UdpServer(asyncio.DatagramProtocol):
             self._send(prepared, addr)
             return
         assert isinstance(prepared, PreparedCall)
-        task = asyncio.get_running_loop().create_task(self._run(prepared, addr))
-        self.in_flight.add(task)
+        task = start_eagerly(asyncio.get_running_loop(), self._run(prepared, addr))
+        if task is not None:
+            self.in_flight.add(task)
 
     async def _run(self, call: PreparedCall, addr: Any) -> None:
         try:
             self._send(await self.router.run(call), addr)
         finally:
-            self.in_flight.discard(asyncio.current_task())
+            task = asyncio.current_task()
+            if task is not None:
+                self.in_flight.discard(task)
 
     def _send(self, payload: bytes, addr: Any) -> None:
         if len(payload) > MAX_DATAGRAM:
