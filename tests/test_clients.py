@@ -333,3 +333,18 @@ async def test_udp_lost_datagram_is_retried(router: Router) -> None:
 
 def test_registry_fixture_isolated() -> None:
     assert len(Registry()) == 0
+
+
+async def test_mixed_timeouts_on_one_connection(tcp_server: TcpServer) -> None:
+    async with TcpClient("127.0.0.1", tcp_server.port) as client:
+        slow = asyncio.create_task(client.request("sleep", {"seconds": 0.6}, timeout=5))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            await client.request("sleep", {"seconds": 2}, timeout=0.2)
+        assert time.monotonic() - started < 0.5, "a shorter deadline must not wait for a longer one"
+        assert (await slow)["seconds"] == 0.6
+        # Many answered requests later, timeouts still fire.
+        await asyncio.gather(*(client.request("echo", {"message": "x"}) for _ in range(500)))
+        with pytest.raises(RequestTimeout):
+            await client.request("sleep", {"seconds": 1}, timeout=0.1)

@@ -8,6 +8,8 @@ callers by uid, so hundreds of calls can be in flight on one socket.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from typing import Any, TypeVar
 
@@ -153,10 +155,19 @@ class Client:
 
 
 class ResponseMatcher:
-    """Futures of requests in flight, keyed by uid, with per-uid ordering."""
+    """Futures of requests in flight, keyed by uid, with per-uid ordering and timeouts.
+
+    Timeouts use one timer per matcher over a heap of deadlines rather than a
+    timer per request: with equal timeouts new deadlines only ever come last,
+    so the timer is re-armed rarely and a request costs a heap push.
+    """
 
     def __init__(self) -> None:
         self.pending: dict[str, asyncio.Future[Response]] = {}
+        self._deadlines: list[tuple[float, int, asyncio.Future[Response], float]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     async def wait(
         self, uid: str, write: Any, payload: bytes, timeout: float
@@ -164,23 +175,54 @@ class ResponseMatcher:
         """Register *uid*, write the payload and wait for the matching response."""
         # Requests sent while handling one request share its uid; responses are
         # matched by uid, so a second request with the same uid waits its turn.
-        while uid in self.pending:
+        while True:
+            earlier = self.pending.get(uid)
+            if earlier is None or earlier.done():
+                break
             try:
-                await asyncio.shield(self.pending[uid])
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError) and not self.pending[uid].cancelled():
-                    raise
+                await asyncio.shield(earlier)
+            except asyncio.CancelledError:
+                if not earlier.cancelled():
+                    raise  # this caller was cancelled, not the earlier request
+            except Exception:
+                pass
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         self.pending[uid] = future
-        timer = loop.call_later(timeout, _expire, future, timeout)
+        deadline = loop.time() + timeout
+        deadlines = self._deadlines
+        if len(deadlines) > 4 * len(self.pending) + 64:
+            # Answered requests stay in the heap until their deadline; drop them now and then.
+            deadlines[:] = [d for d in deadlines if not d[2].done()]
+            heapq.heapify(deadlines)
+        heapq.heappush(deadlines, (deadline, next(self._order), future, timeout))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(loop, deadline)
         try:
             write(payload)
             return await future
         finally:
-            timer.cancel()
             if self.pending.get(uid) is future:
                 del self.pending[uid]
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        now = loop.time()
+        while deadlines and deadlines[0][0] <= now:
+            _, _, future, timeout = heapq.heappop(deadlines)
+            if not future.done():
+                future.set_exception(RequestTimeout(f"no response within {timeout:g}s"))
+        while deadlines and deadlines[0][2].done():
+            heapq.heappop(deadlines)
+        if deadlines:
+            self._arm(loop, deadlines[0][0])
 
     def deliver(self, response: Response) -> None:
         """Resolve the future waiting for *response*'s uid (late answers are dropped)."""
@@ -200,11 +242,14 @@ class ResponseMatcher:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(exc)
+        self.stop()
 
-
-def _expire(future: asyncio.Future[Response], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(RequestTimeout(f"no response within {timeout:g}s"))
+    def stop(self) -> None:
+        """Cancel the timeout timer (the connection is gone)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
 
 
 class StreamClientProtocol(asyncio.Protocol):
