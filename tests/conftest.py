@@ -63,6 +63,8 @@ def build_registry() -> Registry:
 def _fresh_globals() -> None:
     ecosys.reset_default_registry()
     ecosys.default_task_keeper.reset()
+    ecosys.stats.reset()
+    ecosys.error_states.reset()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from .queues import QueuedEndpoint, QueuedSender, SenderNotOpen, backoff, queued
 from .routing import Endpoint, Registry, Router, default_registry, endpoint, reset_default_registry
 from .sending import sender
 from .tasks import TaskKeeper, default_task_keeper, run_soon
+from .telemetry import ErrorStateKeeper, StatisticsKeeper, error_states, stats
 from .tracking import get_uid, set_uid, uid_scope
 from .transport import (
     Client,
@@ -45,6 +46,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "ErrorStateKeeper",
+    "StatisticsKeeper",
+    "error_states",
+    "stats",
     "QueuedEndpoint",
     "QueuedSender",
     "SenderNotOpen",

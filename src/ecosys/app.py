@@ -26,6 +26,7 @@ from .queues.endpoint import QueuedEndpoint
 from .routing import Registry, Router, default_registry
 from .standard import standard_endpoints
 from .tasks import TaskKeeper, default_task_keeper, use_task_keeper
+from .telemetry import error_states, stats
 from .transport.tcp import TcpServer
 from .transport.udp import UdpServer
 from .transport.uds import UdsServer
@@ -78,7 +79,7 @@ class Application:
         self.registry = registry if registry is not None else default_registry
         self.task_keeper = task_keeper if task_keeper is not None else default_task_keeper
         self.config: Settings | None = None
-        self.router = Router(self.registry, standard_endpoints(self.registry))
+        self.router = Router(self.registry, standard_endpoints(self.registry, stats, error_states))
         self.servers: list[Any] = []
         self._open_queue_list: list[Any] = []
         self._lock: InstanceLock | None = None
@@ -156,11 +157,14 @@ class Application:
                 cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
                 backups=cfg.log_backups, compress=cfg.log_compress, console=cfg.log_console,
             )
+            stats.configure(cfg.stat_gp, cfg.stat_hl)
             await self._open_queues(cfg)
             await self._start_servers(cfg)
+            stats.start()
         except BaseException:
             await self._close_servers(0)
             await self._close_queues(0)
+            await stats.stop()
             self._release()
             _current = previous
             use_task_keeper(None)
@@ -178,7 +182,7 @@ class Application:
         if not queues:
             return
         if cfg.queue_dir is None:
-            names = ", ".join(repr(getattr(q, "name", q.route_key)) for q in queues)
+            names = ", ".join(repr(self._queue_label(q)) for q in queues)
             raise ConfigurationError(
                 f"this application has durable queues ({names}) but no queue directory: set "
                 "ECOENV_QUEUE_DIR (or queue_dir in the -c file, or --queue_dir)"
@@ -187,9 +191,17 @@ class Application:
         for queue in queues:
             await queue.open(cfg.queue_dir, prefix)
             self._open_queue_list.append(queue)
+            stats.queue_sources[self._queue_label(queue)] = queue.data
+
+    @staticmethod
+    def _queue_label(queue: Any) -> str:
+        key = queue.route_key if isinstance(queue, QueuedEndpoint) else queue.name
+        return f"{queue.kind}.{key}"
 
     async def _close_queues(self, grace: float) -> None:
         queues, self._open_queue_list = self._open_queue_list, []
+        for queue in queues:
+            stats.queue_sources.pop(self._queue_label(queue), None)
         # Senders last: endpoint handlers and run_soon tasks may still enqueue messages.
         queues.sort(key=lambda q: isinstance(q, QueuedEndpoint), reverse=True)
         for queue in queues:
@@ -199,7 +211,7 @@ class Application:
                 log.exception("closing queue %r failed", queue)
 
     async def _start_servers(self, cfg: Settings) -> None:
-        self.router = Router(self.registry, standard_endpoints(self.registry))
+        self.router = Router(self.registry, standard_endpoints(self.registry, stats, error_states))
         wanted: list[Any] = []
         if cfg.tcp is not None:
             wanted.append(TcpServer(self.router, cfg.tcp.host, cfg.tcp.port,
@@ -241,6 +253,7 @@ class Application:
             if cancelled:
                 log.warning("%d background task(s) cancelled at shutdown", cancelled)
             await self._close_queues(grace)
+            await stats.stop()
             log.info("%s instance %s stopped", self.name, self.instance)
         finally:
             self._release()

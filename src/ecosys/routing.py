@@ -11,6 +11,7 @@ import logging
 import typing
 import uuid
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import pydantic
@@ -26,6 +27,7 @@ from .protocol import (
     encode_error,
     encode_success_json,
 )
+from .telemetry.stats import StatisticsKeeper, stats
 from .tracking import current_uid
 
 log = logging.getLogger("ecosys.routing")
@@ -192,8 +194,12 @@ class PreparedCall:
 class Router:
     """Maps request lines to endpoints and turns outcomes into response lines."""
 
-    def __init__(self, registry: Registry | None = None, standard: Registry | None = None) -> None:
+    def __init__(
+        self, registry: Registry | None = None, standard: Registry | None = None,
+        statistics: StatisticsKeeper | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else default_registry
+        self.stats = statistics if statistics is not None else stats
         self.standard = standard.endpoints if standard is not None else {}
         self.busy_reason: str | None = None
 
@@ -202,6 +208,7 @@ class Router:
         try:
             request = decode_request(line)
         except ProtocolViolation as exc:
+            self.stats.record("endpoints", "<protocol error>", Status.PROTOCOL_ERROR, None)
             return encode_error(exc.uid, Status.PROTOCOL_ERROR, exc.message, exc.details)
         return self.prepare_request(request)
 
@@ -209,6 +216,8 @@ class Router:
         """Route and validate a decoded request."""
         target = self.registry.endpoints.get(request.route_key) or self.standard.get(request.route_key)
         if target is None:
+            # One key for every unknown route: clients must not be able to grow the table.
+            self.stats.record("endpoints", "<unknown route>", Status.UNKNOWN_ROUTE, None)
             return encode_error(
                 request.uid,
                 Status.UNKNOWN_ROUTE,
@@ -216,10 +225,12 @@ class Router:
                 {"route_key": request.route_key},
             )
         if self.busy_reason is not None:
+            self.stats.record("endpoints", request.route_key, Status.APPLICATION_BUSY, None)
             return encode_error(request.uid, Status.APPLICATION_BUSY, self.busy_reason)
         try:
             value = target.validate(request.data)
         except pydantic.ValidationError as exc:
+            self.stats.record("endpoints", request.route_key, Status.VALIDATION_ERROR, None)
             return encode_error(
                 request.uid,
                 Status.VALIDATION_ERROR,
@@ -232,21 +243,24 @@ class Router:
         """Run a prepared call with its uid in the tracking context; return the response line."""
         uid = call.uid
         token = current_uid.set(uid)
+        started = perf_counter()
         try:
             result = await call.endpoint.call(uid, call.value)
-            return encode_success_json(uid, pydantic_core.to_json(result))
+            line = encode_success_json(uid, pydantic_core.to_json(result))
+            status = 0
         except Reject as exc:
-            return encode_error(uid, exc.status, exc.message, exc.details)
+            status = exc.status
+            line = encode_error(uid, exc.status, exc.message, exc.details)
         except Exception as exc:
             log.exception("handler for %r raised", call.endpoint.route_key)
-            return encode_error(
-                uid,
-                Status.PROCESSING_FAILURE,
-                f"{type(exc).__name__}: {exc}",
-                {"exception": type(exc).__name__},
+            status = Status.PROCESSING_FAILURE
+            line = encode_error(
+                uid, status, f"{type(exc).__name__}: {exc}", {"exception": type(exc).__name__}
             )
         finally:
             current_uid.reset(token)
+        self.stats.record("endpoints", call.endpoint.route_key, status, perf_counter() - started)
+        return line
 
     async def handle(self, line: bytes) -> bytes:
         """Answer one request line (without newline) with one response line."""

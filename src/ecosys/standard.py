@@ -1,4 +1,4 @@
-"""The ``eco.*`` standard endpoints every application has (queue management for now).
+"""The ``eco.*`` standard endpoints every application has: statistics, error states, queues.
 
 Request model for every queue action: ``{"queue_route_key": str, "request_uid"?: str}``.
 An unknown queue or uid is answered with status 300 and a message naming it.
@@ -7,7 +7,7 @@ An unknown queue or uid is answered with status 300 and a message naming it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -17,6 +17,20 @@ from .queues.endpoint import QueuedEndpoint
 from .queues.pair import EntryNotFound
 from .queues.sender import QueuedSender
 from .routing import Endpoint, Registry
+from .telemetry.error_states import ErrorStateKeeper
+from .telemetry.stats import StatisticsKeeper
+
+
+class StatisticsRequest(BaseModel):
+    """Which statistics: the running period, the last gathered one, or the whole history."""
+
+    type: Literal["current", "gathered", "full"] = "current"
+
+
+class ClearErrorStates(BaseModel):
+    """Error states to clear; all of them when ``names`` is omitted."""
+
+    names: list[str] | None = None
 
 
 class QueueRequest(BaseModel):
@@ -101,9 +115,25 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
     _add(registry, f"{prefix}.errors.clear", clear)
 
 
-def standard_endpoints(app_registry: Registry) -> Registry:
-    """Build the eco.* endpoints bound to the queues of *app_registry*."""
+def standard_endpoints(
+    app_registry: Registry, statistics: StatisticsKeeper, states: ErrorStateKeeper
+) -> Registry:
+    """Build the eco.* endpoints bound to the queues of *app_registry* and the keepers."""
     registry = Registry()
+
+    async def statistics_get(request: StatisticsRequest) -> dict[str, Any]:
+        return statistics.snapshot(request.type)
+
+    async def error_states_get() -> dict[str, Any]:
+        return states.get()
+
+    async def error_states_clear(request: ClearErrorStates) -> dict[str, Any]:
+        cleared = states.clear_all() if request.names is None else states.clear(*request.names)
+        return {"cleared": cleared}
+
+    _add(registry, "eco.statistics.get", statistics_get)
+    _add(registry, "eco.error_states.get", error_states_get)
+    _add(registry, "eco.error_states.clear", error_states_clear)
 
     def handlers() -> dict[str, QueuedEndpoint]:
         return {k: e for k, e in app_registry.endpoints.items() if isinstance(e, QueuedEndpoint)}

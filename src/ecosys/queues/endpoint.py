@@ -7,6 +7,7 @@ import heapq
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ import pydantic_core
 from ..errors import ConfigurationError, Reject
 from ..protocol import Status
 from ..routing import Endpoint, Handler, Registry, default_registry
+from ..telemetry.stats import stats
 from ..tracking import current_uid
 from .pair import QueuePair
 from .store import Entry, Synchronous
@@ -151,14 +153,19 @@ class QueuedEndpoint(Endpoint):
         assert pair is not None
         entry.attempts += 1
         token = current_uid.set(entry.uid)
+        started = perf_counter()
         try:
             try:
                 value = self.validate(orjson.loads(entry.request))
                 result = await super().call(entry.uid, value)
             except Exception as exc:
                 log.exception("queued handler for %r raised", self.route_key)
+                stats.record("queued_handlers", self.route_key, Status.PROCESSING_FAILURE,
+                             perf_counter() - started)
                 await pair.fail(entry, f"{type(exc).__name__}: {exc}")
                 return
+            stats.record("queued_handlers", self.route_key, "retry" if result is False else 0,
+                         perf_counter() - started)
             if result is False:
                 if entry.attempts > self.max_retries:
                     await pair.fail(entry, f"handler returned False on all {entry.attempts} attempts "

@@ -16,6 +16,7 @@ import orjson
 from ..errors import ConfigurationError, EcosysError, TransportError
 from ..protocol import Status, new_uid
 from ..routing import Registry, default_registry
+from ..telemetry.error_states import error_states
 from ..tracking import current_uid
 from ..transport.client import Client, encode_data
 from .backoff import Backoff, exponential
@@ -88,6 +89,11 @@ class QueuedSender:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
+
+    @property
+    def unreachable_state(self) -> str:
+        """The error state raised while the target cannot be reached."""
+        return f"queued_sender.{self.name}.unreachable"
 
     # ----- lifecycle -----------------------------------------------------
 
@@ -214,8 +220,15 @@ class QueuedSender:
                 response = await self.client.send(self.route_key, orjson.Fragment(entry.request),
                                                   uid=entry.uid)
             except TransportError as exc:
-                await self._retry_or_fail(entry, f"{type(exc).__name__}: {exc}")
+                reason = f"{type(exc).__name__}: {exc}"
+                error_states.raise_state(
+                    self.unreachable_state,
+                    f"cannot deliver to {self.route_key} at {self.client.url}: {reason}",
+                )
+                await self._retry_or_fail(entry, reason)
                 return
+            if error_states.is_raised(self.unreachable_state):
+                error_states.clear(self.unreachable_state)
             if response.status == Status.SUCCESS:
                 await pair.done(entry)
                 self.delivered += 1

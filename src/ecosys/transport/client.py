@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+from time import perf_counter
 from typing import Any, TypeVar
 
 import orjson
@@ -36,6 +37,7 @@ from ..protocol import (
     encode_request_json,
     new_uid,
 )
+from ..telemetry.stats import stats
 from ..tracking import current_uid
 
 log = logging.getLogger("ecosys.client")
@@ -103,15 +105,24 @@ class Client:
             )
         limit = self.timeout if timeout is None else timeout
         attempt = 0
+        started = perf_counter()
         while True:
             try:
-                return await self._exchange(uid, payload, limit)
+                response = await self._exchange(uid, payload, limit)
+                stats.record("senders", f"{route_key} @ {self.url}", response.status,
+                             perf_counter() - started)
+                return response
             except ConnectFailed:
                 if attempt >= self.retries:
+                    stats.record("senders", f"{route_key} @ {self.url}", "transport", None)
                     raise
             except RequestTimeout:
                 if not self.retry_on_timeout or attempt >= self.retries:
+                    stats.record("senders", f"{route_key} @ {self.url}", "timeout", None)
                     raise
+            except TransportError:
+                stats.record("senders", f"{route_key} @ {self.url}", "transport", None)
+                raise
             attempt += 1
             log.debug("retrying %s to %s (attempt %d)", route_key, self.url, attempt + 1)
             await asyncio.sleep(self.retry_delay * (2 ** (attempt - 1)))
