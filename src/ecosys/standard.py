@@ -16,6 +16,7 @@ from .protocol import Status
 from .queues.endpoint import QueuedEndpoint
 from .queues.pair import EntryNotFound
 from .queues.sender import QueuedSender
+from .queues.store import Entry
 from .routing import Endpoint, Registry
 from .telemetry.error_states import ErrorStateKeeper
 from .telemetry.stats import StatisticsKeeper
@@ -56,8 +57,14 @@ def _uid(request: QueueRequest) -> str:
     return request.request_uid
 
 
-def _not_found(exc: EntryNotFound, queue: str) -> Reject:
-    return Reject(Status.VALIDATION_ERROR, f"{exc} of {queue!r}", {"queue_route_key": queue})
+async def _error_entry(queue: Any, request: QueueRequest, *, pop: bool = False) -> Entry:
+    """The error entry *request* names, or a status-300 rejection saying it is not there."""
+    pair = queue.require_pair()
+    try:
+        return await (pair.pop_error if pop else pair.find_error)(_uid(request))
+    except EntryNotFound as exc:
+        raise Reject(Status.VALIDATION_ERROR, f"{exc} of {request.queue_route_key!r}",
+                     {"queue_route_key": request.queue_route_key}) from None
 
 
 def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) -> None:
@@ -74,26 +81,14 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
 
     async def reprocess_one(request: QueueRequest) -> dict[str, int]:
         queue = find(request.queue_route_key)
-        try:
-            entry = await queue.require_pair().find_error(_uid(request))
-        except EntryNotFound as exc:
-            raise _not_found(exc, request.queue_route_key) from None
-        return {"reprocessed": await queue.reprocess([entry])}
+        return {"reprocessed": await queue.reprocess([await _error_entry(queue, request)])}
 
     async def inspect_request(request: QueueRequest) -> dict[str, Any]:
-        queue = find(request.queue_route_key)
-        try:
-            entry = await queue.require_pair().find_error(_uid(request))
-        except EntryNotFound as exc:
-            raise _not_found(exc, request.queue_route_key) from None
-        return entry.describe()
+        return (await _error_entry(find(request.queue_route_key), request)).describe()
 
     async def pop_request(request: QueueRequest) -> dict[str, Any]:
         queue = find(request.queue_route_key)
-        try:
-            entry = await queue.require_pair().pop_error(_uid(request))
-        except EntryNotFound as exc:
-            raise _not_found(exc, request.queue_route_key) from None
+        entry = await _error_entry(queue, request, pop=True)
         if isinstance(queue, QueuedSender):
             queue.forget_errors([entry])
         return entry.describe()

@@ -18,13 +18,13 @@ from ..protocol import Status
 from ..routing import Endpoint, Handler, Registry, default_registry
 from ..telemetry.stats import stats
 from ..tracking import current_uid
-from .pair import QueuePair
+from .base import QueueStorage
 from .store import Entry, Synchronous
 
 log = logging.getLogger("ecosys.queues")
 
 
-class QueuedEndpoint(Endpoint):
+class QueuedEndpoint(Endpoint, QueueStorage):
     """An endpoint whose requests go through a durable pending queue to a background worker.
 
     The handler returns True when the request is done and False to be called
@@ -52,14 +52,12 @@ class QueuedEndpoint(Endpoint):
             raise ConfigurationError(
                 f"queued endpoint {route_key!r}: max_retries and retry_delay must be >= 0"
             )
+        self._init_storage(route_key, max_uncommitted=max_uncommitted,
+                           commit_interval=commit_interval, synchronous=synchronous)
         self.max_retries = max_retries
         self.retry_delay = retry_delay
-        self.max_uncommitted = max_uncommitted
-        self.commit_interval = commit_interval
-        self.synchronous = synchronous
         self.receiving = True
         self.processing = True
-        self.pair: QueuePair | None = None
         self._ready: list[tuple[int, Entry]] = []
         self._delayed: list[tuple[float, int, Entry]] = []
         self._wakeup: asyncio.Event | None = None
@@ -68,18 +66,9 @@ class QueuedEndpoint(Endpoint):
 
     # ----- lifecycle -----------------------------------------------------
 
-    def file_paths(self, queue_dir: Path, prefix: str) -> tuple[Path, Path]:
-        """The pending and error files of this queue."""
-        base = f"{prefix}-{self.route_key}-{self.kind}"
-        return queue_dir / f"{base}-pending.sqlite", queue_dir / f"{base}-error.sqlite"
-
     async def open(self, queue_dir: Path, prefix: str) -> None:
         """Open the queue files and start the worker on what an earlier run left."""
-        pending_path, error_path = self.file_paths(queue_dir, prefix)
-        pair = QueuePair(pending_path, error_path, max_uncommitted=self.max_uncommitted,
-                         commit_interval=self.commit_interval, synchronous=self.synchronous)
-        entries = await pair.open()
-        self.pair = pair
+        entries = await self._open_storage(queue_dir, prefix)
         self._ready = [(e.seq, e) for e in entries]
         heapq.heapify(self._ready)
         self._delayed = []
@@ -102,9 +91,7 @@ class QueuedEndpoint(Endpoint):
                             "next start", self.route_key, grace)
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
-        if self.pair is not None:
-            await self.pair.close()
-            self.pair = None
+        await self._close_storage()
 
     # ----- receiving -----------------------------------------------------
 
@@ -202,12 +189,6 @@ class QueuedEndpoint(Endpoint):
             "max_retries": self.max_retries,
             "max_uncommitted": self.max_uncommitted,
         }
-
-    def require_pair(self) -> QueuePair:
-        """The open queue pair, or a 500 rejection if it is closed."""
-        if self.pair is None:
-            raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
-        return self.pair
 
     async def reprocess(self, entries: list[Entry]) -> int:
         """Move error entries back to pending and hand them to the worker."""

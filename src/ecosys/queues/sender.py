@@ -20,7 +20,7 @@ from ..telemetry.error_states import error_states
 from ..tracking import current_uid
 from ..transport.client import Client, encode_data
 from .backoff import Backoff, exponential
-from .pair import QueuePair
+from .base import QueueStorage
 from .store import Entry, Synchronous
 
 log = logging.getLogger("ecosys.queues")
@@ -32,7 +32,7 @@ class SenderNotOpen(EcosysError):
     """A queued sender was called before its application started (or after it stopped)."""
 
 
-class QueuedSender:
+class QueuedSender(QueueStorage):
     """Durable outgoing queue to one route key on one client.
 
     Retryable failures (connection refused or lost, timeout, status 500) are
@@ -74,11 +74,9 @@ class QueuedSender:
         self.group_key = group_key
         self.skip_failed = skip_failed
         self.concurrency = concurrency
-        self.max_uncommitted = max_uncommitted
-        self.commit_interval = commit_interval
-        self.synchronous = synchronous
+        self._init_storage(self.name, max_uncommitted=max_uncommitted,
+                           commit_interval=commit_interval, synchronous=synchronous)
         self.sending = True
-        self.pair: QueuePair | None = None
         self.delivered = 0
         # Entries ready to go, by group (None is the single lane of an unsequenced sender).
         self._lanes: dict[str | None, list[tuple[int, Entry]]] = {}
@@ -97,18 +95,10 @@ class QueuedSender:
 
     # ----- lifecycle -----------------------------------------------------
 
-    def file_paths(self, queue_dir: Path, prefix: str) -> tuple[Path, Path]:
-        """The pending and error files of this queue."""
-        base = f"{prefix}-{self.name}-{self.kind}"
-        return queue_dir / f"{base}-pending.sqlite", queue_dir / f"{base}-error.sqlite"
-
     async def open(self, queue_dir: Path, prefix: str) -> None:
         """Open the files and start delivering what an earlier run left."""
-        pending_path, error_path = self.file_paths(queue_dir, prefix)
-        pair = QueuePair(pending_path, error_path, max_uncommitted=self.max_uncommitted,
-                         commit_interval=self.commit_interval, synchronous=self.synchronous)
-        entries = await pair.open()
-        self.pair = pair
+        entries = await self._open_storage(queue_dir, prefix)
+        pair = self.require_pair()
         self._lanes, self._busy, self._blocked = {}, set(), {}
         if self.sequenced and not self.skip_failed:
             for failed in await pair.error_entries():
@@ -140,9 +130,7 @@ class QueuedSender:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self.pair is not None:
-            await self.pair.close()
-            self.pair = None
+        await self._close_storage()
 
     # ----- storing -------------------------------------------------------
 
@@ -303,12 +291,6 @@ class QueuedSender:
             "blocked_groups": sorted(self._blocked),
             "delivered": self.delivered,
         }
-
-    def require_pair(self) -> QueuePair:
-        """The open queue pair, or SenderNotOpen."""
-        if self.pair is None:
-            raise SenderNotOpen(f"queued sender {self.name!r} is not open")
-        return self.pair
 
     async def reprocess(self, entries: list[Entry]) -> int:
         """Move error entries back to pending (in their original order) and unblock their groups."""

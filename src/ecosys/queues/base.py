@@ -1,0 +1,50 @@
+"""What queued endpoints and queued senders share: their two files and how they are opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import Reject
+from ..protocol import Status
+from .pair import QueuePair
+from .store import Entry, Synchronous
+
+
+class QueueStorage:
+    """The pending/error file pair of one queue, named ``<prefix>-<key>-<kind>-pending.sqlite``."""
+
+    kind = "queue"
+
+    def _init_storage(
+        self, key: str, *, max_uncommitted: int, commit_interval: float, synchronous: Synchronous
+    ) -> None:
+        self.queue_key = key
+        self.max_uncommitted = max_uncommitted
+        self.commit_interval = commit_interval
+        self.synchronous = synchronous
+        self.pair: QueuePair | None = None
+
+    def file_paths(self, queue_dir: Path, prefix: str) -> tuple[Path, Path]:
+        """The pending and error files of this queue."""
+        base = f"{prefix}-{self.queue_key}-{self.kind}"
+        return queue_dir / f"{base}-pending.sqlite", queue_dir / f"{base}-error.sqlite"
+
+    async def _open_storage(self, queue_dir: Path, prefix: str) -> list[Entry]:
+        """Open both files; return the pending entries an earlier run left, in order."""
+        pending_path, error_path = self.file_paths(queue_dir, prefix)
+        pair = QueuePair(pending_path, error_path, max_uncommitted=self.max_uncommitted,
+                         commit_interval=self.commit_interval, synchronous=self.synchronous)
+        entries = await pair.open()
+        self.pair = pair
+        return entries
+
+    async def _close_storage(self) -> None:
+        if self.pair is not None:
+            await self.pair.close()
+            self.pair = None
+
+    def require_pair(self) -> QueuePair:
+        """The open queue pair, or a status-500 rejection while the queue is closed."""
+        if self.pair is None:
+            raise Reject(Status.APPLICATION_BUSY, f"queue {self.queue_key!r} is not open")
+        return self.pair
