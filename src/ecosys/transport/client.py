@@ -181,7 +181,7 @@ class ResponseMatcher:
         self._timer_at = 0.0
 
     async def wait(
-        self, uid: str, write: Any, payload: bytes, timeout: float
+        self, loop: asyncio.AbstractEventLoop, uid: str, write: Any, payload: bytes, timeout: float
     ) -> Response:
         """Register *uid*, write the payload and wait for the matching response."""
         # Requests sent while handling one request share its uid; responses are
@@ -197,7 +197,6 @@ class ResponseMatcher:
                     raise  # this caller was cancelled, not the earlier request
             except Exception:
                 pass
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         self.pending[uid] = future
         deadline = loop.time() + timeout
@@ -315,11 +314,13 @@ class StreamClientProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def request(self, uid: str, payload: bytes, timeout: float) -> Response:
+    async def request(
+        self, loop: asyncio.AbstractEventLoop, uid: str, payload: bytes, timeout: float
+    ) -> Response:
         """Send one request on this connection and wait for its response."""
         if not self.alive:
             raise ConnectFailed("connection closed before the request was sent")
-        return await self.matcher.wait(uid, self._write, payload, timeout)
+        return await self.matcher.wait(loop, uid, self._write, payload, timeout)
 
     def _write(self, payload: bytes) -> None:
         transport = self.transport
@@ -422,14 +423,15 @@ class StreamClient(Client):
             await connection.heartbeat(self.heartbeat_timeout)
 
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
+        loop = asyncio.get_running_loop()
         if self.persistent:
             connection = self._connection
-            if connection is None or not connection.alive or self._loop is not asyncio.get_running_loop():
+            if connection is None or not connection.alive or self._loop is not loop:
                 connection = await self._shared_connection()
-            return await connection.request(uid, payload, timeout)
+            return await connection.request(loop, uid, payload, timeout)
         connection = await self._connect()
         try:
-            return await connection.request(uid, payload, timeout)
+            return await connection.request(loop, uid, payload, timeout)
         finally:
             connection.close()
 

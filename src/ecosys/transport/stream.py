@@ -132,7 +132,11 @@ class StreamServerProtocol(asyncio.Protocol):
         self._in_flight += 1
         task = start_eagerly(self._loop, self._run(prepared))
         if task is not None:
-            self._server.in_flight.add(task)
+            # Only handlers that suspend get a task; they take several loop
+            # iterations anyway, so a done callback costs them little.
+            in_flight = self._server.in_flight
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
             if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
                 self._update_reading()
 
@@ -140,11 +144,6 @@ class StreamServerProtocol(asyncio.Protocol):
         try:
             self._write(await self._router.run(call))
         finally:
-            # Book-keeping here rather than in a done callback: a callback
-            # would cost one more event-loop iteration per request.
-            task = asyncio.current_task()
-            if task is not None:
-                self._server.in_flight.discard(task)
             self._in_flight -= 1
             if self._reading_paused:
                 self._update_reading()

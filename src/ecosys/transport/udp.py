@@ -30,10 +30,11 @@ class UdpServer(asyncio.DatagramProtocol):
         self.in_flight: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._accepting = True
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Bind the socket."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.host, self.port)
         )
@@ -57,18 +58,14 @@ class UdpServer(asyncio.DatagramProtocol):
         if type(prepared) is bytes:
             self._send(prepared, addr)
             return
-        assert isinstance(prepared, PreparedCall)
-        task = start_eagerly(asyncio.get_running_loop(), self._run(prepared, addr))
+        assert isinstance(prepared, PreparedCall) and self._loop is not None
+        task = start_eagerly(self._loop, self._run(prepared, addr))
         if task is not None:
             self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
 
     async def _run(self, call: PreparedCall, addr: Any) -> None:
-        try:
-            self._send(await self.router.run(call), addr)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self.in_flight.discard(task)
+        self._send(await self.router.run(call), addr)
 
     def _send(self, payload: bytes, addr: Any) -> None:
         if len(payload) > MAX_DATAGRAM:
@@ -171,7 +168,8 @@ class UdpClient(Client):
         transport = protocol.transport
         if transport is None:
             raise ConnectFailed("UDP socket closed")
-        return await protocol.matcher.wait(uid, transport.sendto, payload, timeout)
+        assert self._loop is not None
+        return await protocol.matcher.wait(self._loop, uid, transport.sendto, payload, timeout)
 
     async def close(self) -> None:
         """Close the socket."""

@@ -1,0 +1,342 @@
+"""Prometheus exposition of ecosys services: a collector that asks every target at each scrape.
+
+:class:`EcosysCollector` is a prometheus_client custom collector. Each
+``collect()`` (one scrape) fetches ``eco.statistics.get`` (current period)
+and ``eco.error_states.get`` from every target concurrently, on a fresh
+event loop, and turns the answers into metric families. A target that does
+not answer gives ``ecosys_up 0`` and no other samples; the scrape goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import signal
+import sys
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from dataclasses import dataclass, field
+from time import perf_counter
+from types import FrameType
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..errors import EcosysError, ResponseError
+from .core import DEFAULT_TIMEOUT, describe_response_error, describe_transport_error, make_client, usage_error
+
+T = TypeVar("T")
+
+QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
+
+# Call groups of the statistics keeper: metric name prefix and label names for the group's keys.
+_GROUP_METRICS: dict[str, tuple[str, str]] = {
+    "endpoints": ("ecosys_endpoint", "endpoint"),
+    "queued_handlers": ("ecosys_queued_handler", "queue"),
+    "senders": ("ecosys_sender", "target"),
+}
+_PERIOD_KEYS = {"start", "end", "queues", "custom"}
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """A service to scrape: its ``service`` label and its URL."""
+
+    service: str
+    url: str
+
+
+def parse_scrape_target(text: str) -> ScrapeTarget:
+    """``URL`` or ``NAME=URL`` (NAME becomes the ``service`` label); a bad URL is a usage error."""
+    name, sep, rest = text.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        service, url = name, rest
+    else:
+        service, url = text, text
+    make_client(url)  # validates the URL
+    return ScrapeTarget(service, url)
+
+
+@dataclass
+class Scrape:
+    """What one target answered (or why it did not)."""
+
+    target: ScrapeTarget
+    up: bool = False
+    statistics: dict[str, Any] | None = None
+    error_states: dict[str, Any] | None = None
+    error: str | None = None
+    duration: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-able view for ``eco metrics --json``."""
+        return {
+            "service": self.target.service, "url": self.target.url, "up": self.up,
+            "error": self.error, "scrape_seconds": round(self.duration, 6),
+            "statistics": self.statistics, "error_states": self.error_states,
+        }
+
+
+async def scrape(target: ScrapeTarget, timeout: float) -> Scrape:
+    """Fetch the current statistics and the error states of one target."""
+    result = Scrape(target)
+    client = make_client(target.url, timeout)
+    started = perf_counter()
+    route = "eco.statistics.get"
+    try:
+        statistics = await client.request(route, {"type": "current"})
+        if not isinstance(statistics, dict):
+            raise EcosysError(f"{route} answered {type(statistics).__name__}, not an object")
+        result.statistics, result.up = statistics, True
+        route = "eco.error_states.get"
+        states = await client.request(route)
+        result.error_states = states if isinstance(states, dict) else None
+    except ResponseError as exc:
+        result.error = f"{target.url}: {route}: {describe_response_error(exc)}"
+    except (EcosysError, OSError) as exc:
+        result.error = describe_transport_error(target.url, route, timeout, exc).removeprefix("eco: ")
+    finally:
+        await client.close()
+        result.duration = perf_counter() - started
+    return result
+
+
+async def scrape_all(targets: Iterable[ScrapeTarget], timeout: float) -> list[Scrape]:
+    """Scrape every target concurrently."""
+    return list(await asyncio.gather(*(scrape(t, timeout) for t in targets)))
+
+
+def run_fresh(coro: Coroutine[Any, Any, T]) -> T:
+    """Run *coro* to completion on a new event loop, in a helper thread if this one has a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+# ----- metric families --------------------------------------------------------------
+
+
+class _Families:
+    """Metric families by name, created on first use, so only families with samples are exposed."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Metric] = {}
+
+    def gauge(self, name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+        family = self.items.get(name)
+        if family is None:
+            family = self.items[name] = GaugeMetricFamily(name, doc, labels=labels)
+        assert isinstance(family, GaugeMetricFamily)
+        return family
+
+    def counter(self, name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+        family = self.items.get(name)
+        if family is None:
+            family = self.items[name] = CounterMetricFamily(name, doc, labels=labels)
+        assert isinstance(family, CounterMetricFamily)
+        return family
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def flatten_custom(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Numeric custom statistics as (dotted name, value); ``_`` holds a node's own value."""
+    for key, value in values.items():
+        name = prefix if key == "_" and prefix else f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            yield from flatten_custom(value, name)
+        else:
+            number = _number(value)
+            if number is not None:
+                yield name, number
+
+
+def _group_metrics(families: _Families, service: str, group: str, calls: dict[str, Any]) -> None:
+    prefix, key_label = _GROUP_METRICS.get(group, (f"ecosys_{_metric_part(group)}", "key"))
+    labels = [key_label, "route"] if group == "senders" else [key_label]
+    what = {"endpoints": "endpoint", "queued_handlers": "queued handler", "senders": "sent request"}.get(
+        group, group)
+    reset = " in the current statistics period (resets at each gathering period)"
+    for key, entry in calls.items():
+        if not isinstance(entry, dict):
+            continue
+        if group == "senders":
+            route, _, target = key.partition(" @ ")
+            values = [target or key, route]
+        else:
+            values = [key]
+        base = [service, *values]
+        families.counter(f"{prefix}_calls_total", f"Calls per {what}{reset}",
+                         ["service", *labels]).add_metric(base, float(entry.get("calls") or 0))
+        for status, count in (entry.get("errors") or {}).items():
+            families.counter(f"{prefix}_errors_total", f"Failed calls per {what} and status{reset}",
+                             ["service", *labels, "status"]).add_metric([*base, str(status)], float(count))
+        latency = entry.get("latency_ms") or {}
+        for name, quantile in QUANTILES:
+            value = _number(latency.get(name))
+            if value is not None:
+                families.gauge(f"{prefix}_latency_seconds",
+                               f"Latency quantiles per {what}{reset}",
+                               ["service", *labels, "quantile"]).add_metric([*base, quantile], value / 1000)
+        peak = _number(latency.get("max"))
+        if peak is not None:
+            families.gauge(f"{prefix}_latency_max_seconds", f"Slowest call per {what}{reset}",
+                           ["service", *labels]).add_metric(base, peak / 1000)
+
+
+def _metric_part(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower() or "group"
+
+
+def _queue_metrics(families: _Families, service: str, queues: dict[str, Any]) -> None:
+    labels = ["service", "queue", "kind"]
+    for label, data in queues.items():
+        if not isinstance(data, dict) or "error" in data:
+            continue
+        kind, _, name = label.partition(".")
+        base = [service, str(data.get("queue_route_key", name)), kind]
+        families.gauge("ecosys_queue_pending", "Requests waiting in the durable pending queue",
+                       labels).add_metric(base, float(data.get("pending") or 0))
+        families.gauge("ecosys_queue_errors", "Requests parked in the error queue",
+                       labels).add_metric(base, float(data.get("errors") or 0))
+        active = families.gauge("ecosys_queue_active",
+                                "1 while the queue's activity runs, 0 while it is paused",
+                                [*labels, "activity"])
+        for activity in ("receiving", "processing", "sending"):
+            if activity in data:
+                active.add_metric([*base, activity], 1.0 if data[activity] else 0.0)
+        if "in_flight" in data:
+            families.gauge("ecosys_queue_in_flight", "Messages of a queued sender being delivered now",
+                           labels).add_metric(base, float(data.get("in_flight") or 0))
+        if "delivered" in data:
+            families.counter("ecosys_queue_delivered_total",
+                             "Messages a queued sender delivered since the service started",
+                             labels).add_metric(base, float(data.get("delivered") or 0))
+
+
+def families_for(scrapes: Iterable[Scrape]) -> list[Metric]:
+    """The metric families of a set of scrape results."""
+    families = _Families()
+    up = families.gauge("ecosys_up", "1 when the service answered eco.statistics.get, else 0", ["service"])
+    for result in scrapes:
+        service = result.target.service
+        up.add_metric([service], 1.0 if result.up else 0.0)
+        families.gauge("ecosys_scrape_duration_seconds", "Time taken to ask the service",
+                       ["service"]).add_metric([service], result.duration)
+        snapshot = result.statistics
+        if not result.up or snapshot is None:
+            continue
+        uptime = _number(snapshot.get("uptime"))
+        if uptime is not None:
+            families.gauge("ecosys_uptime_seconds", "Seconds since the service started",
+                           ["service"]).add_metric([service], uptime)
+        period = snapshot.get("current") or {}
+        start = _number(period.get("start"))
+        if start is not None:
+            families.gauge("ecosys_statistics_period_start_timestamp_seconds",
+                           "Start of the current statistics period (counters reset then)",
+                           ["service"]).add_metric([service], start)
+        for group in [*_GROUP_METRICS, *sorted(set(period) - set(_GROUP_METRICS) - _PERIOD_KEYS)]:
+            calls = period.get(group)
+            if isinstance(calls, dict):
+                _group_metrics(families, service, group, calls)
+        queues = period.get("queues")
+        if isinstance(queues, dict):
+            _queue_metrics(families, service, queues)
+        custom = period.get("custom")
+        if isinstance(custom, dict):
+            for name, value in flatten_custom(custom):
+                families.gauge("ecosys_custom", "Numeric custom statistics of the service",
+                               ["service", "name"]).add_metric([service, name], value)
+        if result.error_states is not None:
+            states = result.error_states
+            families.gauge("ecosys_error_states", "Error states raised now",
+                           ["service"]).add_metric([service], float(len(states)))
+            for name, state in states.items():
+                count = _number(state.get("count")) if isinstance(state, dict) else None
+                families.gauge("ecosys_error_state_count", "How often each raised error state was raised",
+                               ["service", "state"]).add_metric([service, name], count or 1.0)
+    return list(families.items.values())
+
+
+class EcosysCollector:
+    """A prometheus_client collector that scrapes ecosys services at every ``collect()``."""
+
+    def __init__(self, targets: list[ScrapeTarget], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.targets = targets
+        self.timeout = timeout
+        self.last: list[Scrape] = []
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the families depend on what the services answer (keeps registration cheap)."""
+        return []
+
+    def scrape(self) -> list[Scrape]:
+        """Ask every target now."""
+        self.last = run_fresh(scrape_all(self.targets, self.timeout))
+        return self.last
+
+    def collect(self) -> Iterator[Metric]:
+        """Fresh metric families for this scrape."""
+        yield from families_for(self.scrape())
+
+
+def registry_for(collector: EcosysCollector) -> CollectorRegistry:
+    """A registry holding only *collector*."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(collector: EcosysCollector) -> str:
+    """One scrape in the Prometheus text exposition format."""
+    return generate_latest(registry_for(collector)).decode()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[IPv6]:PORT``; anything else is a usage error."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") else host
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise usage_error(f"bad --listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464 or :9464")
+    return host or "0.0.0.0", int(port_text)
+
+
+def serve(collector: EcosysCollector, host: str, port: int) -> None:
+    """Serve ``/metrics`` on HTTP until SIGINT or SIGTERM."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry_for(collector))
+    except OSError as exc:
+        raise usage_error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    print(f"eco: serving metrics of {len(collector.targets)} target(s) on "
+          f"http://{shown}:{bound_port}/metrics (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    print("eco: stopped serving metrics", file=sys.stderr, flush=True)
