@@ -1,0 +1,418 @@
+"""Ping-pong benchmark: ecosys round trips per second against a minimal asyncio baseline.
+
+Run it:  .venv/bin/python benchmarks/ping_pong/run.py [--seconds S] [--quick] [--loop KIND]
+(`make bench`). See README.md in this directory for what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import functools
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servers import Addresses, ServerProcess
+from workloads import (
+    WINDOW,
+    Workload,
+    baseline_pipelined,
+    baseline_sequential,
+    baseline_transient,
+    baseline_udp_sequential,
+    baseline_udp_window,
+    ecosys_client,
+    ecosys_workload,
+    measure,
+    tcp_opener,
+    uds_opener,
+    workers_of,
+)
+
+import ecosys
+
+HERE = Path(__file__).resolve().parent
+JSON_PATH = HERE / "last_run.json"
+SEQUENTIAL_TARGET = 0.75
+IN_FLIGHT_TARGET = 0.40
+# Repetitions further apart than this make a row's verdict doubtful.
+NOISY_SPREAD = 0.25
+TARGETS_TEXT = (
+    f"persistent TCP and UDS, 1 at a time: ecosys >= {SEQUENTIAL_TARGET:.0%} of the baseline "
+    "1 at a time on the same socket type",
+    f"{WINDOW} in flight on one persistent TCP or UDS connection: ecosys >= "
+    f"{IN_FLIGHT_TARGET:.0%} of the baseline pipelining {WINDOW} on one connection",
+)
+
+Build = Callable[[Addresses], Workload]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: an ecosys case and the baseline case it is compared with."""
+
+    key: str
+    label: str
+    ecosys: Build
+    baseline_label: str
+    baseline: Build
+    target: float | None = None
+
+
+def stream_rows(kind: str) -> list[Row]:
+    """The persistent and transient rows of one stream socket type ("tcp" or "uds")."""
+    name = kind.upper()
+
+    def address(a: Addresses) -> Any:
+        return (a.host, a.port) if kind == "tcp" else a.uds
+
+    def opener(a: Addresses) -> Any:
+        return tcp_opener(a.host, a.port) if kind == "tcp" else uds_opener(a.uds)
+
+    def ecosys_case(persistent: bool, concurrency: int) -> Build:
+        return lambda a: ecosys_workload(
+            ecosys_client(kind, address(a), persistent=persistent), concurrency
+        )
+
+    def baseline_case(worker: Any, count: int = 1) -> Build:
+        return lambda a: workers_of(functools.partial(worker, opener(a)), count)
+
+    return [
+        Row(f"persistent_{kind}_1", f"persistent {name}, 1 at a time", ecosys_case(True, 1),
+            f"{name} 1 at a time", baseline_case(baseline_sequential), SEQUENTIAL_TARGET),
+        Row(f"persistent_{kind}_{WINDOW}", f"persistent {name}, {WINDOW} in flight",
+            ecosys_case(True, WINDOW), f"{name} pipelined, window {WINDOW}",
+            baseline_case(baseline_pipelined), IN_FLIGHT_TARGET),
+        Row(f"transient_{kind}_1", f"transient {name}, 1 at a time", ecosys_case(False, 1),
+            f"{name} transient, 1 at a time", baseline_case(baseline_transient)),
+        Row(f"transient_{kind}_{WINDOW}", f"transient {name}, {WINDOW} in flight",
+            ecosys_case(False, WINDOW), f"{name} transient, {WINDOW} tasks",
+            baseline_case(baseline_transient, WINDOW)),
+    ]
+
+
+def udp_rows() -> list[Row]:
+    """The UDP rows."""
+
+    def ecosys_case(concurrency: int) -> Build:
+        return lambda a: ecosys_workload(ecosys_client("udp", (a.host, a.port)), concurrency)
+
+    def baseline_case(worker: Any) -> Build:
+        return lambda a: workers_of(functools.partial(worker, a.host, a.port))
+
+    return [
+        Row("udp_1", "UDP, 1 at a time", ecosys_case(1),
+            "UDP 1 at a time", baseline_case(baseline_udp_sequential)),
+        Row(f"udp_{WINDOW}", f"UDP, {WINDOW} in flight", ecosys_case(WINDOW),
+            f"UDP window {WINDOW}", baseline_case(baseline_udp_window)),
+    ]
+
+
+def all_rows() -> list[Row]:
+    """Every row, in table order."""
+    tcp, uds = stream_rows("tcp"), stream_rows("uds")
+    # Targets first (persistent), then transient, then UDP.
+    return tcp[:2] + uds[:2] + tcp[2:] + uds[2:] + udp_rows()
+
+
+# ----- running ---------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """The repetitions of one side (ecosys or baseline) of one row."""
+
+    rates: list[float]
+    errors: list[str]
+
+    @property
+    def median(self) -> float | None:
+        """Median round trips per second, None if every repetition failed."""
+        return statistics.median(self.rates) if self.rates else None
+
+
+def new_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for *kind*; None means asyncio's default loop."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+async def measure_all(
+    rows: list[Row], servers: dict[str, ServerProcess], args: argparse.Namespace, loop_kind: str
+) -> dict[str, dict[str, Outcome]]:
+    """Measure every row *args.repeats* times, repetitions interleaved across rows."""
+    outcomes = {row.key: {side: Outcome([], []) for side in servers} for row in rows}
+    for rep in range(args.repeats):
+        progress(f"[{loop_kind}] repetition {rep + 1}/{args.repeats} ")
+        for row in rows:
+            # Alternating which side goes first keeps slow drift from favouring one.
+            sides = list(servers) if rep % 2 == 0 else list(reversed(servers))
+            for side in sides:
+                build = row.ecosys if side == "ecosys" else row.baseline
+                outcome = outcomes[row.key][side]
+                try:
+                    rate = await measure(build(servers[side].addresses), args.warmup, args.seconds)
+                except Exception as exc:
+                    outcome.errors.append(f"{type(exc).__name__}: {exc}")
+                    progress("E")
+                    # A server that is shutting down may still run for a moment.
+                    await asyncio.sleep(0.2)
+                    if not servers[side].responsive():
+                        raise RuntimeError(
+                            f"the {side} server died:\n{servers[side].output()}"
+                        ) from exc
+                    continue
+                outcome.rates.append(rate)
+                progress(".")
+        progress("\n")
+    return outcomes
+
+
+def run_loop(loop_kind: str, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """Start both servers on *loop_kind*, measure every row from a client on the same loop kind."""
+    rows = all_rows()
+    servers = {
+        "ecosys": ServerProcess(f"ecosys_{loop_kind}", "ecosys_server.py", loop_kind, run_dir,
+                                ("-i", "bench")),
+        "baseline": ServerProcess(f"baseline_{loop_kind}", "baseline_server.py", loop_kind,
+                                  run_dir),
+    }
+    try:
+        for server in servers.values():
+            server.start()
+        with asyncio.Runner(loop_factory=new_loop_factory(loop_kind)) as runner:
+            outcomes = runner.run(measure_all(rows, servers, args, loop_kind))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {"rows": [row_result(row, outcomes[row.key]) for row in rows]}
+
+
+def row_result(row: Row, outcome: dict[str, Outcome]) -> dict[str, Any]:
+    """The JSON record of one row."""
+    ours, theirs = outcome["ecosys"], outcome["baseline"]
+    ratio = None
+    if ours.median is not None and theirs.median:
+        ratio = ours.median / theirs.median
+    passed = None if row.target is None or ratio is None else ratio >= row.target
+    spreads = [max(o.rates) / min(o.rates) - 1 for o in (ours, theirs) if len(o.rates) > 1]
+    return {
+        "case": row.key,
+        "label": row.label,
+        "baseline_case": row.baseline_label,
+        "ecosys": {"median": ours.median, "runs": ours.rates, "errors": ours.errors},
+        "baseline": {"median": theirs.median, "runs": theirs.rates, "errors": theirs.errors},
+        "ratio": ratio,
+        "spread": max(spreads) if spreads else None,
+        "target": row.target,
+        "passed": passed,
+    }
+
+
+# ----- reporting -------------------------------------------------------------
+
+
+def progress(text: str) -> None:
+    """Show progress on stderr, so stdout holds only the tables."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def fmt_rate(value: float | None) -> str:
+    """Round trips per second with thousands separators, or 'error'."""
+    return "error" if value is None else f"{value:,.0f}"
+
+
+def table(loop_kind: str, result: dict[str, Any], args: argparse.Namespace) -> str:
+    """The table of one event loop kind as text."""
+    header = ("case", "ecosys req/s", "baseline case", "baseline req/s", "ratio", "spread",
+              "target", "result")
+    lines = [header]
+    doubtful = False
+    for r in result["rows"]:
+        target = "-" if r["target"] is None else f">={r['target']:.0%}"
+        verdict = {None: "-", True: "pass", False: "FAIL"}[r["passed"]]
+        if r["target"] is not None and r["ratio"] is None:
+            verdict = "error"
+        noisy = r["spread"] is not None and r["spread"] > NOISY_SPREAD
+        if noisy and r["passed"] is not None:
+            verdict += "?"
+            doubtful = True
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1%}"
+        spread = "-" if r["spread"] is None else f"{r['spread']:.0%}"
+        lines.append((r["label"], fmt_rate(r["ecosys"]["median"]), r["baseline_case"],
+                      fmt_rate(r["baseline"]["median"]), ratio, spread, target, verdict))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    left = {0, 2, 7}
+    out = [
+        f"event loop: {loop_kind}; median of {args.repeats} x {args.seconds:g} s; "
+        "ratio = ecosys / baseline; spread = fastest / slowest run - 1 (worse side)"
+    ]
+    for n, line in enumerate(lines):
+        cells = [
+            cell.ljust(width) if i in left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    if doubtful:
+        out.append(f"?: spread over {NOISY_SPREAD:.0%}, the verdict may flip on another run "
+                   f"(every repetition is in {args.json.name})")
+    errors = [
+        f"  {r['label']} ({side}): {msg}"
+        for r in result["rows"] for side in ("ecosys", "baseline") for msg in r[side]["errors"]
+    ]
+    if errors:
+        out.append("errors:")
+        out.extend(errors)
+    return "\n".join(out)
+
+
+def summary(results: dict[str, dict[str, Any]]) -> str:
+    """The targets and how each loop kind did against them."""
+    out = ["Targets from the issue:"]
+    out.extend(f"  - {text}" for text in TARGETS_TEXT)
+    for loop_kind, result in results.items():
+        judged = [r for r in result["rows"] if r["target"] is not None]
+        passed = sum(1 for r in judged if r["passed"])
+        failed = ", ".join(r["label"] for r in judged if not r["passed"])
+        missed = f" (not met: {failed})" if failed else ""
+        out.append(f"  {loop_kind}: {passed}/{len(judged)} pass{missed}")
+    return "\n".join(out)
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers depend on besides the code."""
+    try:
+        import uvloop
+
+        uvloop_version = uvloop.__version__
+    except ImportError:
+        uvloop_version = None
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "ecosys": ecosys.__version__,
+        "uvloop": uvloop_version,
+        "git": git_state(),
+    }
+
+
+def git_state() -> str | None:
+    """The commit the numbers belong to, with "+dirty" for uncommitted changes under src/."""
+    root = HERE.parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, timeout=5, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root,
+                               capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.strip() + ("+dirty" if dirty.strip() else "")
+
+
+# ----- entry point -------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="measured seconds per repetition of each case (default 1.0)")
+    parser.add_argument("--warmup", type=float, default=0.25,
+                        help="seconds run before each measurement starts (default 0.25)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="repetitions per case; the median is reported (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 repetition of 0.2 s per case, 0.05 s warm-up")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
+                        help="event loop kind(s) to run (default both)")
+    parser.add_argument("--json", type=Path, default=JSON_PATH,
+                        help=f"where to write the results (default {JSON_PATH.name} here)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 if a target is missed or a case failed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.repeats = 0.2, 0.05, 1
+    if args.seconds <= 0 or args.warmup < 0 or args.repeats < 1:
+        parser.error("--seconds must be > 0, --warmup >= 0 and --repeats >= 1")
+    return args
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    # Unwind like Ctrl-C so every finally block runs and the servers are stopped.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the tables, write the JSON; return the exit status."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    loop_kinds = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+    if "uvloop" in loop_kinds:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("uvloop is not installed: measuring the asyncio loop only", file=sys.stderr)
+            loop_kinds.remove("uvloop")
+            if not loop_kinds:
+                return 1
+    started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    run_dir = Path(tempfile.mkdtemp(prefix="ecosys-bench-"))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for loop_kind in loop_kinds:
+            results[loop_kind] = run_loop(loop_kind, args, run_dir)
+            print(table(loop_kind, results[loop_kind], args), end="\n\n", flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(summary(results))
+    record = {
+        "started": started_at,
+        "duration_s": round(time.monotonic() - started, 1),
+        "settings": {"seconds": args.seconds, "warmup": args.warmup, "repeats": args.repeats,
+                     "in_flight": WINDOW},
+        "targets": {"sequential": SEQUENTIAL_TARGET, "in_flight": IN_FLIGHT_TARGET,
+                    "text": list(TARGETS_TEXT)},
+        "environment": environment(),
+        "loops": results,
+    }
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults written to {args.json} ({record['duration_s']:g} s in all)")
+    if args.strict:
+        rows = [r for result in results.values() for r in result["rows"]]
+        if any(r["passed"] is False or r["ecosys"]["errors"] or r["baseline"]["errors"]
+               for r in rows):
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
