@@ -227,3 +227,44 @@ async def test_event_loop_not_blocked_by_queue_work(tmp_path: Path) -> None:
         # more run tells the two apart.
         worst = min(worst, await _worst_loop_lag_during_10k_messages(tmp_path / "run2"))
     assert worst < 0.05, f"event loop stalled for {worst * 1000:.1f} ms"
+
+
+def test_bad_queue_settings_fail_at_decoration() -> None:
+    registry = Registry()
+    with pytest.raises(ConfigurationError, match="synchronous must be one of"):
+        queued_endpoint("a", registry=registry, synchronous="FUL")(_noop)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_uncommitted"):
+        queued_endpoint("b", registry=registry, max_uncommitted=-1)(_noop)
+
+
+async def _noop(request: Job) -> bool:
+    return True
+
+
+async def test_worker_survives_a_failing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecosys.queues.endpoint as endpoint_module
+
+    monkeypatch.setattr(endpoint_module, "STORE_FAILURE_DELAY", 0.05)
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({1: [RuntimeError("bad")]}, seen)
+    async with running_app(registry, tmp_path) as (_, client):
+        queue = registry.endpoints["jobs"]
+        pair = queue.pair  # type: ignore[attr-defined]
+        real_fail = pair.fail
+        failures = 0
+
+        async def disk_full_once(entry, reason):  # type: ignore[no-untyped-def]
+            # Stands in for a full disk: the error-queue write fails the first time.
+            nonlocal failures
+            failures += 1
+            if failures == 1:
+                raise OSError(28, "No space left on device")
+            await real_fail(entry, reason)
+
+        monkeypatch.setattr(pair, "fail", disk_full_once)
+        await client.request("jobs", {"n": 1})
+        await eventually(lambda: _count_errors(client, 1))
+        # The worker is still alive and handles new work.
+        await client.request("jobs", {"n": 2})
+        await eventually(lambda: (2, 1) in seen)
+    assert failures == 2

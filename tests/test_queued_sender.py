@@ -237,3 +237,21 @@ async def test_stop_does_not_wait_out_a_back_off(tmp_path: Path) -> None:
     registry2, _ = sender_registry(free_port())
     async with running_app(registry2, tmp_path) as (_, client2):
         assert (await sender_data(client2))["pending"] == 1, "the message stays pending on disk"
+
+
+async def test_unsendable_message_goes_to_error_queue_not_retried(tmp_path: Path) -> None:
+    port = free_port()
+    registry = Registry()
+    client = TcpClient("127.0.0.1", port, retries=0, timeout=2, max_message_size=1024)
+
+    @queued_sender(client, "take", name="outbox", registry=registry, backoff=backoff.constant(0.05))
+    def send(msg: dict) -> dict:
+        return msg
+
+    async with Target(port), running_app(registry, tmp_path) as (_, app_client):
+        await send({"n": 1, "pad": "x" * 2000})
+        state = await eventually(lambda: _errors(app_client, 1))
+        assert state["pending"] == 0
+        errors = await app_client.request("eco.queued_sender.errors.get_first_10", {"queue_route_key": "outbox"})
+        assert "exceeds the maximum message size" in errors[0]["reason"] and errors[0]["attempts"] == 1
+        assert await app_client.request("eco.error_states.get") == {}

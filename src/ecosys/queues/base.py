@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import Reject
+from ..errors import ConfigurationError, Reject
 from ..protocol import Status
 from .pair import QueuePair
-from .store import Entry, Synchronous
+from .store import SYNCHRONOUS_LEVELS, Entry, Synchronous
 
 
 class QueueStorage:
@@ -18,6 +18,16 @@ class QueueStorage:
     def _init_storage(
         self, key: str, *, max_uncommitted: int, commit_interval: float, synchronous: Synchronous
     ) -> None:
+        if max_uncommitted < 0 or commit_interval <= 0:
+            raise ConfigurationError(
+                f"queue {key!r}: max_uncommitted must be >= 0 and commit_interval > 0"
+            )
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            # SQLite reads an unknown level as NORMAL: a typo would quietly weaken durability.
+            raise ConfigurationError(
+                f"queue {key!r}: synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
+                f"not {synchronous!r}"
+            )
         self.queue_key = key
         self.max_uncommitted = max_uncommitted
         self.commit_interval = commit_interval

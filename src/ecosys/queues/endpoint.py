@@ -23,6 +23,9 @@ from .store import Entry, Synchronous
 
 log = logging.getLogger("ecosys.queues")
 
+# How long a worker waits after the queue files refused a write before trying again.
+STORE_FAILURE_DELAY = 5.0
+
 
 class QueuedEndpoint(Endpoint, QueueStorage):
     """An endpoint whose requests go through a durable pending queue to a background worker.
@@ -124,7 +127,15 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 heapq.heappush(self._ready, (entry.seq, entry))
             if self.processing and self._ready:
                 _, entry = heapq.heappop(self._ready)
-                await self._process(entry)
+                try:
+                    await self._process(entry)
+                except Exception:
+                    # The store failed (disk full, I/O error): the entry is still
+                    # pending on disk; keep it and try again later rather than die.
+                    log.exception("queue %s: storing the outcome of %s failed; retrying in %.0fs",
+                                  self.route_key, entry.uid, STORE_FAILURE_DELAY)
+                    due = loop.time() + STORE_FAILURE_DELAY
+                    heapq.heappush(self._delayed, (due, entry.seq, entry))
                 continue
             self._wakeup.clear()
             timeout = None

@@ -13,7 +13,14 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConfigurationError, EcosysError, TransportError
+from ..errors import (
+    ConfigurationError,
+    ConnectFailed,
+    ConnectionLost,
+    EcosysError,
+    RequestTimeout,
+    TransportError,
+)
 from ..protocol import Status, new_uid
 from ..routing import Registry, default_registry
 from ..telemetry.error_states import error_states
@@ -26,6 +33,9 @@ from .store import Entry, Synchronous
 log = logging.getLogger("ecosys.queues")
 
 RETRYABLE_STATUSES = frozenset({Status.APPLICATION_BUSY})
+RETRYABLE_ERRORS = (ConnectFailed, ConnectionLost, RequestTimeout)
+# How long a delivery waits after the queue files refused a write before trying again.
+STORE_FAILURE_DELAY = 5.0
 
 
 class SenderNotOpen(EcosysError):
@@ -65,6 +75,8 @@ class QueuedSender(QueueStorage):
             raise ConfigurationError("group_key needs sequenced=True")
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
+        if max_retries is not None and max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0 (or None to retry for ever)")
         self.client = client
         self.route_key = route_key
         self.name = name or route_key
@@ -199,6 +211,20 @@ class QueuedSender(QueueStorage):
             self._wakeup.set()
 
     async def _deliver(self, entry: Entry) -> None:
+        try:
+            await self._attempt(entry)
+        except Exception:
+            # The store failed (disk full, I/O error): the message is still pending on
+            # disk. Put it back (its group stays busy meanwhile) and try again later.
+            log.exception("sender %s: storing the outcome of %s failed; retrying in %.0fs",
+                          self.name, entry.uid, STORE_FAILURE_DELAY)
+            await asyncio.sleep(STORE_FAILURE_DELAY)
+            if not self._stopping:
+                if self.sequenced:
+                    self._busy.discard(entry.group_key or "")
+                self._lane_push(entry)
+
+    async def _attempt(self, entry: Entry) -> None:
         pair = self.pair
         assert pair is not None
         entry.attempts += 1
@@ -207,13 +233,18 @@ class QueuedSender(QueueStorage):
             try:
                 response = await self.client.send(self.route_key, orjson.Fragment(entry.request),
                                                   uid=entry.uid)
-            except TransportError as exc:
+            except RETRYABLE_ERRORS as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 error_states.raise_state(
                     self.unreachable_state,
                     f"cannot deliver to {self.route_key} at {self.client.url}: {reason}",
                 )
                 await self._retry_or_fail(entry, reason)
+                return
+            except TransportError as exc:
+                # Not a reachability problem (e.g. the message is too large, or the
+                # peer talks garbage): sending it again would fail the same way.
+                await self._fail(entry, f"{type(exc).__name__}: {exc}")
                 return
             if error_states.is_raised(self.unreachable_state):
                 error_states.clear(self.unreachable_state)

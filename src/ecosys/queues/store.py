@@ -24,6 +24,7 @@ import orjson
 log = logging.getLogger("ecosys.queues")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (

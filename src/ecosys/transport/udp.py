@@ -65,13 +65,13 @@ class UdpServer(asyncio.DatagramProtocol):
             task.add_done_callback(self.in_flight.discard)
 
     async def _run(self, call: PreparedCall, addr: Any) -> None:
-        self._send(await self.router.run(call), addr)
+        self._send(await self.router.run(call), addr, call.uid)
 
-    def _send(self, payload: bytes, addr: Any) -> None:
+    def _send(self, payload: bytes, addr: Any, uid: str | None = None) -> None:
         if len(payload) > MAX_DATAGRAM:
             log.error("response of %d bytes does not fit in a datagram", len(payload))
             payload = encode_error(
-                None, Status.PROCESSING_FAILURE,
+                uid, Status.PROCESSING_FAILURE,
                 f"response of {len(payload)} bytes is too large for UDP; use TCP or UDS",
             )
         if self._transport is not None and not self._transport.is_closing():
