@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -79,13 +80,18 @@ class Application:
         self.registry = registry if registry is not None else default_registry
         self.task_keeper = task_keeper if task_keeper is not None else default_task_keeper
         self.config: Settings | None = None
-        self.router = Router(self.registry, standard_endpoints(self.registry, stats, error_states))
+        self.router = self.build_router()
         self.servers: list[Any] = []
         self._open_queue_list: list[Any] = []
         self._lock: InstanceLock | None = None
         self._logs: LogSetup | None = None
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
+
+    def build_router(self) -> Router:
+        """A router over this application's endpoints plus the eco.* standard ones."""
+        identity = {"name": self.name, "instance": self.instance, "pid": os.getpid()}
+        return Router(self.registry, standard_endpoints(self.registry, stats, error_states, identity))
 
     # ----- configuration -------------------------------------------------
 
@@ -211,7 +217,7 @@ class Application:
                 log.exception("closing queue %r failed", queue)
 
     async def _start_servers(self, cfg: Settings) -> None:
-        self.router = Router(self.registry, standard_endpoints(self.registry, stats, error_states))
+        self.router = self.build_router()
         wanted: list[Any] = []
         if cfg.tcp is not None:
             wanted.append(TcpServer(self.router, cfg.tcp.host, cfg.tcp.port,

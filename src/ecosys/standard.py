@@ -111,13 +111,17 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
 
 
 def standard_endpoints(
-    app_registry: Registry, statistics: StatisticsKeeper, states: ErrorStateKeeper
+    app_registry: Registry, statistics: StatisticsKeeper, states: ErrorStateKeeper,
+    identity: dict[str, Any] | None = None,
 ) -> Registry:
-    """Build the eco.* endpoints bound to the queues of *app_registry* and the keepers."""
+    """Build the eco.* endpoints bound to the queues of *app_registry* and the keepers.
+
+    *identity* (application name, instance, pid) is added to every statistics answer.
+    """
     registry = Registry()
 
     async def statistics_get(request: StatisticsRequest) -> dict[str, Any]:
-        return statistics.snapshot(request.type)
+        return {**(identity or {}), **statistics.snapshot(request.type)}
 
     async def error_states_get() -> dict[str, Any]:
         return states.get()

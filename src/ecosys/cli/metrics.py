@@ -5,6 +5,11 @@
 and ``eco.error_states.get`` from every target concurrently, on a fresh
 event loop, and turns the answers into metric families. A target that does
 not answer gives ``ecosys_up 0`` and no other samples; the scrape goes on.
+
+Call and error counts are kept growing across the services' statistics
+period roll-overs for as long as the collector lives (:class:`RunningTotals`);
+latency quantiles, queue sizes and custom statistics are what the service
+reports now.
 """
 
 from __future__ import annotations
@@ -67,21 +72,111 @@ class Scrape:
     up: bool = False
     statistics: dict[str, Any] | None = None
     error_states: dict[str, Any] | None = None
+    closed_periods: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    duration: float = 0.0
     notes: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    # Call counts to expose: the current period's plus what closed periods carried over.
+    calls: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-able view for ``eco metrics --json``."""
         return {
             "service": self.target.service, "url": self.target.url, "up": self.up,
-            "error": self.error, "scrape_seconds": round(self.duration, 6),
+            "error": self.error, "notes": self.notes, "scrape_seconds": round(self.duration, 6),
             "statistics": self.statistics, "error_states": self.error_states,
         }
 
 
-async def scrape(target: ScrapeTarget, timeout: float) -> Scrape:
-    """Fetch the current statistics and the error states of one target."""
+def service_start(snapshot: dict[str, Any]) -> float | None:
+    """When the service's statistics keeper started (timestamp minus uptime)."""
+    timestamp, uptime = snapshot.get("timestamp"), snapshot.get("uptime")
+    if isinstance(timestamp, (int, float)) and isinstance(uptime, (int, float)):
+        return float(timestamp) - float(uptime)
+    return None
+
+
+def period_start(snapshot: dict[str, Any]) -> float | None:
+    """Start of the snapshot's current period."""
+    current = snapshot.get("current")
+    start = current.get("start") if isinstance(current, dict) else None
+    return float(start) if isinstance(start, (int, float)) else None
+
+
+class RunningTotals:
+    """Call and error counts of one service carried over from its closed statistics periods.
+
+    The counts of ``eco.statistics.get {"type": "current"}`` start again from
+    zero at every period roll-over. To expose counters that only ever grow
+    (as Prometheus expects), a long-running collector remembers which period
+    it saw last; when a new one has begun it reads the closed periods
+    (``{"type": "full"}``) and adds their final counts to what it carries.
+    A service restart starts the totals afresh, which Prometheus handles as
+    a counter reset.
+    """
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.period_start: float | None = None
+        self.carried: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def same_service(self, snapshot: dict[str, Any]) -> bool:
+        """True when *snapshot* comes from the process seen last time (not restarted)."""
+        started = service_start(snapshot)
+        return self.started is not None and started is not None and abs(started - self.started) < 1.0
+
+    def rolled_over_since(self, snapshot: dict[str, Any]) -> float | None:
+        """The start of the period seen last, when the service has rolled over since then."""
+        start = period_start(snapshot)
+        if self.same_service(snapshot) and self.period_start is not None and start != self.period_start:
+            return self.period_start
+        return None
+
+    def update(self, snapshot: dict[str, Any], closed: list[dict[str, Any]]) -> None:
+        """Carry the final counts of the *closed* periods; start afresh after a restart."""
+        if not self.same_service(snapshot):
+            self.carried = {}
+        for period in closed:
+            for group, calls in period.items():
+                if group in _PERIOD_KEYS or not isinstance(calls, dict):
+                    continue
+                for key, entry in calls.items():
+                    if not isinstance(entry, dict):
+                        continue
+                    total = self.carried.setdefault(group, {}).setdefault(key, {"calls": 0, "errors": {}})
+                    total["calls"] += entry.get("calls") or 0
+                    for status, count in (entry.get("errors") or {}).items():
+                        total["errors"][status] = total["errors"].get(status, 0) + count
+        self.started = service_start(snapshot)
+        self.period_start = period_start(snapshot)
+
+    def merged(self, period: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+        """The call groups of *period* with the carried counts added (latencies stay per period)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        groups = {g for g in period if g not in _PERIOD_KEYS and isinstance(period[g], dict)}
+        for group in sorted(groups | set(self.carried)):
+            current: dict[str, Any] = period[group] if group in groups else {}
+            carried = self.carried.get(group, {})
+            merged: dict[str, dict[str, Any]] = {}
+            for key in sorted(set(current) | set(carried)):
+                found = current.get(key)
+                entry: dict[str, Any] = found if isinstance(found, dict) else {}
+                extra = carried.get(key, {"calls": 0, "errors": {}})
+                errors = dict(entry.get("errors") or {})
+                for status, count in extra["errors"].items():
+                    errors[status] = errors.get(status, 0) + count
+                merged[key] = {"calls": (entry.get("calls") or 0) + extra["calls"], "errors": errors,
+                               "latency_ms": entry.get("latency_ms") or {}}
+            out[group] = merged
+        return out
+
+
+async def scrape(target: ScrapeTarget, timeout: float, last_period: float | None = None) -> Scrape:
+    """Fetch the current statistics and the error states of one target.
+
+    With *last_period* (the start of the period the caller saw last time), the
+    periods closed since then are fetched too, for :class:`RunningTotals`.
+    """
     result = Scrape(target)
     client = make_client(target.url, timeout)
     started = perf_counter()
@@ -91,22 +186,39 @@ async def scrape(target: ScrapeTarget, timeout: float) -> Scrape:
         if not isinstance(statistics, dict):
             raise EcosysError(f"{route} answered {type(statistics).__name__}, not an object")
         result.statistics, result.up = statistics, True
-        route = "eco.error_states.get"
-        states = await client.request(route)
-        result.error_states = states if isinstance(states, dict) else None
     except ResponseError as exc:
-        result.error = f"{target.url}: {route}: {describe_response_error(exc)}"
+        result.error = f"{route} answered {describe_response_error(exc)}"
     except (EcosysError, OSError) as exc:
         result.error = describe_transport_error(target.url, route, timeout, exc).removeprefix("eco: ")
+    try:
+        if result.up and last_period is not None and period_start(result.statistics or {}) != last_period:
+            route = "eco.statistics.get (full)"
+            history = await client.request("eco.statistics.get", {"type": "full"})
+            periods = history.get("history") if isinstance(history, dict) else None
+            result.closed_periods = [
+                p for p in periods or []
+                if isinstance(p, dict) and isinstance(p.get("start"), (int, float))
+                and p["start"] >= last_period - 1e-6
+            ]
+        if result.up:
+            route = "eco.error_states.get"
+            states = await client.request(route)
+            result.error_states = states if isinstance(states, dict) else None
+    except ResponseError as exc:
+        result.notes.append(f"{route} answered {describe_response_error(exc)}")
+    except (EcosysError, OSError) as exc:
+        result.notes.append(describe_transport_error(target.url, route, timeout, exc).removeprefix("eco: "))
     finally:
         await client.close()
         result.duration = perf_counter() - started
     return result
 
 
-async def scrape_all(targets: Iterable[ScrapeTarget], timeout: float) -> list[Scrape]:
+async def scrape_all(targets: Iterable[ScrapeTarget], timeout: float,
+                     last_periods: dict[ScrapeTarget, float | None] | None = None) -> list[Scrape]:
     """Scrape every target concurrently."""
-    return list(await asyncio.gather(*(scrape(t, timeout) for t in targets)))
+    last = last_periods or {}
+    return list(await asyncio.gather(*(scrape(t, timeout, last.get(t)) for t in targets)))
 
 
 def run_fresh(coro: Coroutine[Any, Any, T]) -> T:
@@ -168,7 +280,8 @@ def _group_metrics(families: _Families, service: str, group: str, calls: dict[st
     labels = [key_label, "route"] if group == "senders" else [key_label]
     what = {"endpoints": "endpoint", "queued_handlers": "queued handler", "senders": "sent request"}.get(
         group, group)
-    reset = " in the current statistics period (resets at each gathering period)"
+    counted = " (carried across statistics periods while the collector runs)"
+    period = " over the current statistics period"
     for key, entry in calls.items():
         if not isinstance(entry, dict):
             continue
@@ -178,22 +291,23 @@ def _group_metrics(families: _Families, service: str, group: str, calls: dict[st
         else:
             values = [key]
         base = [service, *values]
-        families.counter(f"{prefix}_calls_total", f"Calls per {what}{reset}",
+        families.counter(f"{prefix}_calls_total", f"Calls per {what}{counted}",
                          ["service", *labels]).add_metric(base, float(entry.get("calls") or 0))
         for status, count in (entry.get("errors") or {}).items():
-            families.counter(f"{prefix}_errors_total", f"Failed calls per {what} and status{reset}",
+            families.counter(f"{prefix}_errors_total", f"Failed calls per {what} and status{counted}",
                              ["service", *labels, "status"]).add_metric([*base, str(status)], float(count))
         latency = entry.get("latency_ms") or {}
         for name, quantile in QUANTILES:
             value = _number(latency.get(name))
             if value is not None:
-                families.gauge(f"{prefix}_latency_seconds",
-                               f"Latency quantiles per {what}{reset}",
-                               ["service", *labels, "quantile"]).add_metric([*base, quantile], value / 1000)
+                families.gauge(
+                    f"{prefix}_latency_seconds", f"Latency quantiles per {what}{period}",
+                    ["service", *labels, "quantile"],
+                ).add_metric([*base, quantile], round(value / 1000, 9))
         peak = _number(latency.get("max"))
         if peak is not None:
-            families.gauge(f"{prefix}_latency_max_seconds", f"Slowest call per {what}{reset}",
-                           ["service", *labels]).add_metric(base, peak / 1000)
+            families.gauge(f"{prefix}_latency_max_seconds", f"Slowest call per {what}{period}",
+                           ["service", *labels]).add_metric(base, round(peak / 1000, 9))
 
 
 def _metric_part(text: str) -> str:
@@ -246,10 +360,11 @@ def families_for(scrapes: Iterable[Scrape]) -> list[Metric]:
         start = _number(period.get("start"))
         if start is not None:
             families.gauge("ecosys_statistics_period_start_timestamp_seconds",
-                           "Start of the current statistics period (counters reset then)",
+                           "Start of the current statistics period of the service",
                            ["service"]).add_metric([service], start)
-        for group in [*_GROUP_METRICS, *sorted(set(period) - set(_GROUP_METRICS) - _PERIOD_KEYS)]:
-            calls = period.get(group)
+        groups = result.calls or {g: c for g, c in period.items() if g not in _PERIOD_KEYS}
+        for group in [*_GROUP_METRICS, *sorted(set(groups) - set(_GROUP_METRICS))]:
+            calls = groups.get(group)
             if isinstance(calls, dict):
                 _group_metrics(families, service, group, calls)
         queues = period.get("queues")
@@ -272,21 +387,42 @@ def families_for(scrapes: Iterable[Scrape]) -> list[Metric]:
 
 
 class EcosysCollector:
-    """A prometheus_client collector that scrapes ecosys services at every ``collect()``."""
+    """A prometheus_client collector that scrapes ecosys services at every ``collect()``.
+
+    Call and error counters are carried over period roll-overs (see
+    :class:`RunningTotals`), so they keep growing for as long as this
+    collector lives and the service runs.
+    """
 
     def __init__(self, targets: list[ScrapeTarget], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.targets = targets
         self.timeout = timeout
         self.last: list[Scrape] = []
+        self.totals: dict[ScrapeTarget, RunningTotals] = {t: RunningTotals() for t in targets}
+        self._lock = threading.Lock()  # concurrent scrapes (HTTP threads) take turns
 
     def describe(self) -> list[Metric]:
         """Nothing: the families depend on what the services answer (keeps registration cheap)."""
         return []
 
     def scrape(self) -> list[Scrape]:
-        """Ask every target now."""
-        self.last = run_fresh(scrape_all(self.targets, self.timeout))
-        return self.last
+        """Ask every target now and bring the running totals up to date."""
+        with self._lock:
+            last_periods: dict[ScrapeTarget, float | None] = {
+                t: totals.period_start for t, totals in self.totals.items()
+            }
+            results = run_fresh(scrape_all(self.targets, self.timeout, last_periods))
+            for result in results:
+                totals = self.totals[result.target]
+                snapshot = result.statistics
+                if not result.up or snapshot is None:
+                    continue
+                closed = result.closed_periods if totals.rolled_over_since(snapshot) is not None else []
+                totals.update(snapshot, closed)
+                current = snapshot.get("current")
+                result.calls = totals.merged(current if isinstance(current, dict) else {})
+            self.last = results
+            return results
 
     def collect(self) -> Iterator[Metric]:
         """Fresh metric families for this scrape."""
@@ -320,8 +456,9 @@ def serve(collector: EcosysCollector, host: str, port: int) -> None:
         server, thread = start_http_server(port, addr=host, registry=registry_for(collector))
     except OSError as exc:
         raise usage_error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound_host, bound_port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    bound_host = str(server.server_address[0])
+    bound_port = int(server.server_address[1])
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"eco: serving metrics of {len(collector.targets)} target(s) on "
           f"http://{shown}:{bound_port}/metrics (Ctrl-C to stop)", file=sys.stderr, flush=True)
     stop = threading.Event()

@@ -10,6 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.json import JSON
 from rich.markup import escape
@@ -121,7 +122,7 @@ def render_period(out: Console, period: dict[str, Any], title: str) -> None:
         calls = period.get(group)
         if isinstance(calls, dict) and calls:
             title_text, key_name = GROUPS.get(group, (group.replace("_", " ").capitalize(), "Key"))
-            out.print(call_table(title_text, key_name, calls))
+            out.print(call_table(title_text, key_name, calls, out.width))
     queues = period.get("queues")
     if isinstance(queues, dict) and queues:
         out.print(queue_size_table(queues))
@@ -130,14 +131,19 @@ def render_period(out: Console, period: dict[str, Any], title: str) -> None:
         out.print(custom_tree(custom))
 
 
-def call_table(title: str, key_name: str, calls: dict[str, Any]) -> Table:
-    """Calls, errors by status and latency percentiles per key."""
-    table = Table(title=title, title_justify="left", title_style="bold")
-    table.add_column(key_name, overflow="fold")
+def call_table(title: str, key_name: str, calls: dict[str, Any], width: int = 120) -> Table:
+    """Calls, errors by status and latency percentiles (milliseconds) per key.
+
+    The key column gets what the number columns leave of *width* (the console's).
+    """
+    table = Table(title=f"{title} [dim](latency in ms)[/dim]", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD)
+    longest = max((len(str(key)) for key in calls), default=8)
+    table.add_column(key_name, overflow="fold", min_width=max(8, min(longest, width - 72)))
     for name in ("Calls", "Errors"):
         table.add_column(name, justify="right")
     table.add_column("By status")
-    for name in ("p50 ms", "p95 ms", "p99 ms", "max ms", "mean ms"):
+    for name in ("p50", "p95", "p99", "max", "mean"):
         table.add_column(name, justify="right")
     for key, entry in calls.items():
         errors = entry.get("errors") or {}
@@ -147,7 +153,7 @@ def call_table(title: str, key_name: str, calls: dict[str, Any]) -> Table:
             _escape(key),
             str(entry.get("calls", 0)),
             f"[red]{failed}[/red]" if failed else "0",
-            ", ".join(f"{status}×{count}" for status, count in errors.items()) or "-",
+            " ".join(f"{status}×{count}" for status, count in errors.items()) or "-",
             *(fmt_ms(latency.get(name)) for name in ("p50", "p95", "p99", "max", "mean")),
         )
     return table
@@ -248,25 +254,30 @@ def render_queue_data(out: Console, data: Any, sender: bool) -> None:
         return
     if sender:
         table = Table(title="Queued senders", title_justify="left", title_style="bold")
-        for name in ("Sender", "Target", "Sending", "Sequenced", "Pending", "In flight", "Errors",
-                     "Delivered", "Blocked groups"):
-            table.add_column(name, justify="left" if name in ("Sender", "Target", "Blocked groups")
-                             else "right", overflow="fold")
+        table.add_column("Sender", no_wrap=True)
+        table.add_column("Target", overflow="fold")
+        for name in ("Sending", "Pending", "In flight", "Errors", "Delivered"):
+            table.add_column(name, justify="right")
+        table.add_column("Blocked", overflow="fold")
         for row in rows:
-            table.add_row(_escape(row.get("queue_route_key")), _escape(row.get("target", "")),
-                          fmt_bool(row.get("sending"), "yes", "paused"), "yes" if row.get("sequenced") else "no",
-                          str(row.get("pending", 0)), str(row.get("in_flight", 0)), _errors(row),
-                          str(row.get("delivered", 0)),
-                          _escape(", ".join(map(str, row.get("blocked_groups") or [])) or "-"))
+            name = _escape(row.get("queue_route_key"))
+            table.add_row(
+                f"{name} (sequenced)" if row.get("sequenced") else name, _escape(row.get("target", "")),
+                fmt_bool(row.get("sending"), "yes", "paused"), str(row.get("pending", 0)),
+                str(row.get("in_flight", 0)), _errors(row), str(row.get("delivered", 0)),
+                _escape(", ".join(map(str, row.get("blocked_groups") or [])) or "-"),
+            )
     else:
         table = Table(title="Queued endpoints", title_justify="left", title_style="bold")
         for name in ("Queue", "Receiving", "Processing", "Pending", "Errors", "Max retries",
                      "Max uncommitted"):
             table.add_column(name, justify="left" if name == "Queue" else "right", overflow="fold")
         for row in rows:
-            table.add_row(_escape(row.get("queue_route_key")), fmt_bool(row.get("receiving"), "yes", "paused"),
-                          fmt_bool(row.get("processing"), "yes", "paused"), str(row.get("pending", 0)),
-                          _errors(row), str(row.get("max_retries", "-")), str(row.get("max_uncommitted", "-")))
+            table.add_row(
+                _escape(row.get("queue_route_key")), fmt_bool(row.get("receiving"), "yes", "paused"),
+                fmt_bool(row.get("processing"), "yes", "paused"), str(row.get("pending", 0)),
+                _errors(row), str(row.get("max_retries", "-")), str(row.get("max_uncommitted", "-")),
+            )
     out.print(table)
 
 

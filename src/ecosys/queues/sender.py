@@ -313,7 +313,7 @@ class QueuedSender(QueueStorage):
         pair = self.pair
         return {
             "queue_route_key": self.name,
-            "target": f"{self.client.url} {self.route_key}",
+            "target": f"{self.route_key} @ {self.client.url}",
             "sending": self.sending,
             "sequenced": self.sequenced,
             "pending": pair.pending_count if pair else 0,

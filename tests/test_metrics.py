@@ -1,0 +1,191 @@
+"""``eco metrics``: Prometheus exposition of real services, once on stdout and served over HTTP.
+
+The service is the one of test_cli.py (a real process with endpoints, a
+queued endpoint and a queued sender); the output is parsed with
+prometheus_client's own parser.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from apphelpers import app_env, free_port, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from test_cli import Service, eco, js, ok, run_service
+
+from ecosys.cli.metrics import EcosysCollector, exposition, parse_scrape_target
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[Service]:
+    with run_service() as running:
+        ok("send", running.tcp, "setup")
+        for n in range(3):
+            ok("send", running.tcp, "echo", json.dumps({"message": str(n)}))
+        for n in (-1, -2):
+            ok("send", running.tcp, "jobs", json.dumps({"n": n}))
+        ok("send", running.tcp, "outbox.put", '{"n": -1}')
+        ok("send", running.tcp, "outbox.put", '{"n": 1}')
+        assert wait_until(lambda: js("queue", "data", running.tcp, "jobs")["errors"] == 2, 10)
+        assert wait_until(lambda: js("queue", "data", running.tcp, "outbox", "--sender")["errors"] == 1, 10)
+        ok("queue", "pause", running.tcp, "jobs", "--what", "processing")
+        ok("send", running.tcp, "jobs", '{"n": 5}')  # stays pending while processing is paused
+        yield running
+
+
+def parse(text: str) -> tuple[Samples, dict[str, str]]:
+    """Samples by (sample name, labels), and the type of every family."""
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples, types
+
+
+def value(samples: Samples, sample: str, /, **labels: str) -> float:
+    key = (sample, frozenset(labels.items()))
+    assert key in samples, f"no sample {sample}{labels}; have {sorted(k for k in samples if k[0] == sample)}"
+    return samples[key]
+
+
+def test_metrics_once_parses_with_expected_samples(service: Service) -> None:
+    down = f"tcp://127.0.0.1:{free_port()}"
+    result = eco("metrics", service.tcp, f"gone={down}")
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert result.stderr.startswith("eco: gone is down: cannot connect to") and result.stderr.count("\n") == 1
+    samples, types = parse(result.stdout)
+    svc = service.tcp
+
+    assert value(samples, "ecosys_up", service=svc) == 1
+    assert value(samples, "ecosys_up", service="gone") == 0
+    assert not any(("service", "gone") in labels for name, labels in samples if name != "ecosys_up"
+                   and name != "ecosys_scrape_duration_seconds"), "a down service has only ecosys_up"
+    assert value(samples, "ecosys_uptime_seconds", service=svc) > 0
+
+    assert types["ecosys_endpoint_calls"] == "counter"
+    assert value(samples, "ecosys_endpoint_calls_total", service=svc, endpoint="echo") == 3
+    assert value(samples, "ecosys_endpoint_calls_total", service=svc, endpoint="jobs") == 3
+    for quantile in ("0.5", "0.95", "0.99"):
+        latency = value(samples, "ecosys_endpoint_latency_seconds", service=svc, endpoint="echo",
+                        quantile=quantile)
+        assert 0 < latency < 1
+    assert value(samples, "ecosys_endpoint_latency_max_seconds", service=svc, endpoint="echo") > 0
+    assert value(samples, "ecosys_queued_handler_errors_total", service=svc, queue="jobs", status="600") == 2
+
+    assert value(samples, "ecosys_queue_pending", service=svc, queue="jobs", kind="endpoint") == 1
+    assert value(samples, "ecosys_queue_errors", service=svc, queue="jobs", kind="endpoint") == 2
+    assert value(samples, "ecosys_queue_active", service=svc, queue="jobs", kind="endpoint",
+                 activity="processing") == 0
+    assert value(samples, "ecosys_queue_active", service=svc, queue="jobs", kind="endpoint",
+                 activity="receiving") == 1
+    assert value(samples, "ecosys_queue_errors", service=svc, queue="outbox", kind="sender") == 1
+    assert value(samples, "ecosys_queue_delivered_total", service=svc, queue="outbox", kind="sender") == 1
+
+    assert value(samples, "ecosys_sender_calls_total", service=svc, target=svc, route="take") == 2
+    assert value(samples, "ecosys_sender_errors_total", service=svc, target=svc, route="take", status="300") == 1
+
+    assert value(samples, "ecosys_custom", service=svc, name="orders") == 8
+    assert value(samples, "ecosys_custom", service=svc, name="orders.open") == 3
+    assert value(samples, "ecosys_custom", service=svc, name="orders.filled") == 5
+    assert ("ecosys_custom", frozenset({("service", svc), ("name", "note")})) not in samples, "not numeric"
+    assert value(samples, "ecosys_error_states", service=svc) == 2
+    assert value(samples, "ecosys_error_state_count", service=svc, state="disk.full") == 2
+
+
+def test_metrics_json_and_usage_errors(service: Service) -> None:
+    down = f"tcp://127.0.0.1:{free_port()}"
+    result = eco("metrics", f"svc={service.uds}", down, "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    first, second = document["targets"]
+    assert first["service"] == "svc" and first["url"] == service.uds and first["up"] is True
+    assert first["statistics"]["current"]["endpoints"]["echo"]["calls"] >= 3
+    assert "disk.full" in first["error_states"]
+    assert second["service"] == down and second["up"] is False and "cannot connect" in second["error"]
+
+    for args in (["metrics", "tcp://nowhere"], ["metrics", service.tcp, "--listen", "nonsense"],
+                 ["metrics", service.tcp, "--listen", "127.0.0.1:1", "--json"]):
+        result = eco(*args)
+        assert result.exit_code == 2 and result.stderr.startswith("eco: error:"), (args, result.stderr)
+    assert eco("metrics").exit_code == 2
+
+
+def test_counters_keep_growing_across_period_rollovers() -> None:
+    """With 1 s statistics periods, the collector carries the counts of closed periods over."""
+    with run_service(ECOENV_STAT_GP="1") as short:
+        collector = EcosysCollector([parse_scrape_target(f"s={short.tcp}")], timeout=5)
+        total = 0
+        seen_starts = set()
+        for round_ in range(3):
+            for n in range(4):
+                ok("send", short.tcp, "echo", json.dumps({"message": f"{round_}.{n}"}))
+            total += 4
+            samples, types = parse(exposition(collector))
+            assert types["ecosys_endpoint_calls"] == "counter"
+            assert value(samples, "ecosys_endpoint_calls_total", service="s", endpoint="echo") == total
+            seen_starts.add(value(samples, "ecosys_statistics_period_start_timestamp_seconds", service="s"))
+            # Let the service close its period before the next round.
+            start = js("stats", short.tcp)["current"]["start"]
+            assert wait_until(lambda start=start: js("stats", short.tcp)["current"]["start"] != start, 5)
+        assert len(seen_starts) == 3, "each round was in a new period"
+        # A one-shot scrape (a fresh collector) only sees the running period.
+        samples, _ = parse(exposition(EcosysCollector([parse_scrape_target(f"s={short.tcp}")])))
+        assert ("ecosys_endpoint_calls_total", frozenset({("service", "s"), ("endpoint", "echo")})) not in samples
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return str(response.read().decode())
+
+
+def test_listen_serves_fresh_metrics_until_ctrl_c(service: Service) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "ecosys.cli", "metrics", "--listen", f"127.0.0.1:{port}", f"app={service.tcp}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=app_env(),
+    )
+    try:
+        def listening() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        assert wait_until(lambda: listening() or listener.poll() is not None, timeout=20)
+        assert listener.poll() is None, f"eco metrics --listen exited with {listener.returncode}"
+        samples, _ = parse(_scrape(url))
+        assert value(samples, "ecosys_up", service="app") == 1
+        before = value(samples, "ecosys_endpoint_calls_total", service="app", endpoint="echo")
+        ok("send", service.tcp, "echo", '{"message": "one more"}')
+        samples, _ = parse(_scrape(url))
+        assert value(samples, "ecosys_endpoint_calls_total", service="app", endpoint="echo") == before + 1, \
+            "each scrape asks the service afresh"
+    finally:
+        started = time.monotonic()
+        listener.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            stdout, stderr = listener.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            listener.communicate()
+            raise
+    assert listener.returncode == 0, stderr
+    assert time.monotonic() - started < 5
+    assert f"serving metrics of 1 target(s) on http://127.0.0.1:{port}/metrics" in stderr
+    assert "Traceback" not in stderr and stdout == ""
+    with pytest.raises(urllib.error.URLError):
+        _scrape(url)
