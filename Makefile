@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv system-deps rrdtool-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,27 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
+# Programs from the OS the tests need: rrdtool for the RRD telemetry example
+# (fonts-dejavu-core so its graphs can draw text). Installed when missing and
+# we may (root, or passwordless sudo); otherwise a warning, and that test skips.
+system-deps:
+	@if ! command -v rrdtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing rrdtool"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends rrdtool fonts-dejavu-core >/dev/null; \
+	  else echo "warning: rrdtool is missing and cannot be installed here; the RRD example test will skip" >&2; fi; \
+	fi
+
+rrdtool-check:
+	@if command -v rrdtool >/dev/null 2>&1; then rrdtool --version | head -n 1; else \
+	  echo "rrdtool is not installed; as root: apt-get update && apt-get install -y --no-install-recommends rrdtool fonts-dejavu-core" >&2; \
+	  exit 1; fi
+
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -28,6 +45,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ping_pong/run.py
+	$(PY) benchmarks/queues/run.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -160,3 +160,14 @@ def test_line_splitter_chunks_and_limits() -> None:
     for i in range(0, len(payload), 4096):
         assert big.feed(payload[i:i + 4096]) == ([], False)
     assert big.feed(b"\n") == ([payload], False)
+
+
+async def test_nan_and_infinity_are_sent_as_null() -> None:
+    registry = Registry()
+
+    @endpoint("odd", registry=registry)
+    async def odd() -> dict:
+        return {"nan": float("nan"), "inf": float("inf")}
+
+    resp = await answer(Router(registry), {"route_key": "odd"})
+    assert resp["status"] == 0 and resp["data"] == {"nan": None, "inf": None}

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class Application:
                 backups=cfg.log_backups, compress=cfg.log_compress, console=cfg.log_console,
             )
             stats.configure(cfg.stat_gp, cfg.stat_hl)
+            stats.started = time.time()  # uptime counts from the application's start
             await self._open_queues(cfg)
             await self._start_servers(cfg)
             stats.start()

@@ -246,7 +246,8 @@ class Router:
         started = perf_counter()
         try:
             result = await call.endpoint.call(uid, call.value)
-            line = encode_success_json(uid, pydantic_core.to_json(result))
+            # NaN and infinities are not JSON: send null, as orjson does elsewhere.
+            line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
             status = 0
         except Reject as exc:
             status = exc.status

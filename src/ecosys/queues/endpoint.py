@@ -105,7 +105,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         pair = self.pair
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
-        request = b"null" if value is None else pydantic_core.to_json(value)
+        request = b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
         entry = await pair.push(uid, request)
         self._make_ready(entry)
         return {"uid": uid}

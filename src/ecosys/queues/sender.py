@@ -290,6 +290,10 @@ class QueuedSender(QueueStorage):
         assert self.pair is not None
         log.warning("sender %s: message %s moved to the error queue: %s", self.name, entry.uid, reason)
         await self.pair.fail(entry, reason)
+        if not self.pair.pending_count:
+            # Nothing left to deliver, so nothing will show the target is back:
+            # an "unreachable" state would otherwise stay raised for ever.
+            error_states.clear(self.unreachable_state)
         if self.sequenced and not self.skip_failed and entry.group_key is not None:
             self._blocked.setdefault(entry.group_key, entry.seq)
         self._release(entry)

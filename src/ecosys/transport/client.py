@@ -48,11 +48,11 @@ T = TypeVar("T")
 def encode_data(data: Any) -> bytes:
     """Serialise request data (a model, or anything JSON-able) to JSON bytes."""
     if isinstance(data, BaseModel):
-        return pydantic_core.to_json(data)
+        return pydantic_core.to_json(data, inf_nan_mode="null")
     try:
         return orjson.dumps(data)
     except TypeError:
-        return pydantic_core.to_json(data)
+        return pydantic_core.to_json(data, inf_nan_mode="null")
 
 
 class Client:
