@@ -348,3 +348,34 @@ async def test_mixed_timeouts_on_one_connection(tcp_server: TcpServer) -> None:
         await asyncio.gather(*(client.request("echo", {"message": "x"}) for _ in range(500)))
         with pytest.raises(RequestTimeout):
             await client.request("sleep", {"seconds": 1}, timeout=0.1)
+
+
+async def test_late_answer_never_reaches_the_next_same_uid_caller(tcp_server: TcpServer) -> None:
+    uid = str(uuid.uuid4())
+    async with TcpClient("127.0.0.1", tcp_server.port) as client:
+        with pytest.raises(RequestTimeout):
+            await client.request("sleep", {"seconds": 0.4}, uid=uid, timeout=0.1)
+        # Same uid again at once: it must get its own answer, not the late 0.4 one.
+        answer = await client.request("sleep", {"seconds": 0.05}, uid=uid, timeout=2)
+        assert answer == {"seconds": 0.05}
+
+
+async def test_malformed_uid_refused_before_sending(tcp_server: TcpServer) -> None:
+    async with TcpClient("127.0.0.1", tcp_server.port) as client:
+        with pytest.raises(ValueError, match="uid must be a UUID"):
+            await client.request("echo", {"message": "x"}, uid="not-a-uid")
+
+
+async def test_error_without_uid_reaches_the_only_caller() -> None:
+    async def answer_null_uid(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b'{"uid":null,"status":100,"data":{"message":"cannot parse","details":null}}\n')
+        await writer.drain()
+
+    server = await asyncio.start_server(answer_null_uid, "127.0.0.1", 0)
+    async with TcpClient("127.0.0.1", server.sockets[0].getsockname()[1]) as client:
+        from ecosys import ProtocolErrorResponse
+
+        with pytest.raises(ProtocolErrorResponse, match="cannot parse"):
+            await client.request("echo", {"message": "x"})
+    server.close()

@@ -171,3 +171,17 @@ async def test_nan_and_infinity_are_sent_as_null() -> None:
 
     resp = await answer(Router(registry), {"route_key": "odd"})
     assert resp["status"] == 0 and resp["data"] == {"nan": None, "inf": None}
+
+
+@pytest.mark.parametrize("uid", [" 0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11", "0b8e2a102b6a4d7e9a553c2b1f0e9d11",
+                                 "{0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11}",
+                                 "\n0b8e2a102b6a4d7e9a553c2b1f0e9d1", "0b8e2a10-2b6a-4d7e-9a55-3c2b1f0e9d11\n"])
+async def test_only_canonical_uids_accepted(router: Router, uid: str) -> None:
+    resp = await answer(router, {"uid": uid, "route_key": "echo", "data": {"message": "x"}})
+    assert resp["status"] == 100 and resp["uid"] is None
+
+
+async def test_uppercase_uid_is_echoed_as_sent(router: Router) -> None:
+    uid = "0B8E2A10-2B6A-4D7E-9A55-3C2B1F0E9D11"
+    resp = await answer(router, {"uid": uid, "route_key": "echo", "data": {"message": "x"}})
+    assert resp["status"] == 0 and resp["uid"] == uid

@@ -240,6 +240,8 @@ class Application:
     def request_stop(self) -> None:
         """Ask a running application to shut down (what SIGINT and SIGTERM do)."""
         if self._stop_event is not None:
+            if self._stop_event.is_set():
+                log.warning("already shutting down; waiting for in-flight work to finish")
             self._stop_event.set()
 
     async def wait_stopped(self) -> None:
@@ -309,18 +311,24 @@ class Application:
                 )
             await self.wait_stopped()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            # Handlers stay during the drain: a second signal must not kill the
+            # process half-way through flushing queues.
+            try:
+                await self.stop()
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
 
     def run(self, argv: Sequence[str] | None = None) -> None:
         """Parse the command line and serve until SIGINT/SIGTERM; exits the process."""
         try:
             cfg = self.configure(argv)
+            factory = loop_factory(cfg.event_loop)
         except ConfigurationError as exc:
             print(f"{self.name}: error: {exc}", file=sys.stderr)
             sys.exit(2)
-        sys.exit(run_with_loop(self._main(), cfg.event_loop))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            sys.exit(runner.run(self._main()))
 
     async def _main(self) -> int:
         try:
@@ -328,20 +336,23 @@ class Application:
         except EcosysError as exc:
             print(f"{self.name}: error: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # e.g. a log or lock directory that cannot be created
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"{self.name}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 1
         await self._serve_started(banner=True)
         return 0
 
 
-def run_with_loop(main: Any, event_loop: str = "auto") -> Any:
-    """Run a coroutine on uvloop when installed (or when asked), else on asyncio's loop."""
-    factory = None
+def loop_factory(event_loop: str = "auto") -> Any:
+    """The event loop factory for a setting: uvloop when installed (or demanded), else asyncio's."""
     if event_loop in ("auto", "uvloop"):
         try:
             import uvloop
 
-            factory = uvloop.new_event_loop
+            return uvloop.new_event_loop
         except ImportError:
             if event_loop == "uvloop":
                 raise ConfigurationError("event_loop is 'uvloop' but uvloop is not installed") from None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
+    return None
+

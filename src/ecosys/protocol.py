@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -48,7 +47,7 @@ class Request:
 class Response:
     """A decoded response envelope."""
 
-    uid: str
+    uid: str | None  # None only in errors the server could not tie to a request
     status: int
     data: Any = None
 
@@ -103,16 +102,12 @@ def new_uid() -> str:
 
 
 def is_valid_uid(value: object) -> bool:
-    """True when *value* is a string holding a UUID (any form uuid.UUID accepts)."""
-    if not isinstance(value, str):
-        return False
-    if _CANONICAL_UUID(value):
-        return True
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    """True when *value* is a UUID string in the 8-4-4-4-12 hex form (either case).
+
+    Only that form: the uid is echoed byte for byte and passed downstream, so
+    whitespace, braces or missing dashes that uuid.UUID() would forgive are refused.
+    """
+    return isinstance(value, str) and _CANONICAL_UUID(value) is not None
 
 
 def error_body(message: str, details: Any = None) -> dict[str, Any]:
@@ -151,8 +146,8 @@ def decode_response(line: bytes) -> Response:
         raise ProtocolViolation("response is not a JSON object")
     uid = obj.get("uid")
     status = obj.get("status")
-    if not isinstance(uid, str) or type(status) is not int:
-        raise ProtocolViolation("response lacks a string uid or an integer status")
+    if type(status) is not int or not (isinstance(uid, str) or (uid is None and status != 0)):
+        raise ProtocolViolation("response lacks an integer status or a string uid")
     return Response(uid, status, obj.get("data"))
 
 

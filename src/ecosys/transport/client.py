@@ -35,6 +35,7 @@ from ..protocol import (
     Response,
     decode_response,
     encode_request_json,
+    is_valid_uid,
     new_uid,
 )
 from ..telemetry.stats import stats
@@ -97,6 +98,8 @@ class Client:
         """Send one request and return the response envelope, whatever its status."""
         if uid is None:
             uid = current_uid.get() or new_uid()
+        elif not is_valid_uid(uid):
+            raise ValueError(f"uid must be a UUID string like {new_uid()!r}, got {uid!r}")
         payload = encode_request_json(uid, route_key, encode_data(data))
         if len(payload) - 1 > self.max_message_size:
             raise TransportError(
@@ -175,6 +178,10 @@ class ResponseMatcher:
 
     def __init__(self) -> None:
         self.pending: dict[str, asyncio.Future[Response]] = {}
+        # uid -> resolved when the late answer of a timed-out request arrives (or
+        # after a while): until then another request with that uid must wait, or
+        # it would be handed the old request's answer.
+        self.abandoned: dict[str, asyncio.Future[None]] = {}
         self._deadlines: list[tuple[float, int, asyncio.Future[Response], float]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -187,9 +194,11 @@ class ResponseMatcher:
         # Requests sent while handling one request share its uid; responses are
         # matched by uid, so a second request with the same uid waits its turn.
         while True:
-            earlier = self.pending.get(uid)
+            earlier: asyncio.Future[Any] | None = self.pending.get(uid)
             if earlier is None or earlier.done():
-                break
+                earlier = self.abandoned.get(uid)
+                if earlier is None or earlier.done():
+                    break
             try:
                 await asyncio.shield(earlier)
             except asyncio.CancelledError:
@@ -211,9 +220,27 @@ class ResponseMatcher:
         try:
             write(payload)
             return await future
+        except RequestTimeout:
+            self._abandon(loop, uid, timeout)
+            raise
         finally:
             if self.pending.get(uid) is future:
                 del self.pending[uid]
+
+    def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
+        if uid in self.abandoned:
+            return
+        gone: asyncio.Future[None] = loop.create_future()
+        self.abandoned[uid] = gone
+
+        def expire() -> None:
+            if self.abandoned.get(uid) is gone:
+                del self.abandoned[uid]
+            if not gone.done():
+                gone.set_result(None)
+
+        gone.add_done_callback(lambda _: timer.cancel())
+        timer = loop.call_later(window, expire)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -236,7 +263,13 @@ class ResponseMatcher:
 
     def deliver(self, response: Response) -> None:
         """Resolve the future waiting for *response*'s uid (late answers are dropped)."""
-        future = self.pending.get(response.uid)
+        uid = response.uid
+        gone = self.abandoned.pop(uid, None) if uid is not None else None
+        if gone is not None:
+            # The answer to a request that already timed out: not for anyone waiting now.
+            gone.set_result(None)
+            return
+        future = self.pending.get(uid) if uid is not None else None
         if future is None:
             if len(self.pending) == 1 and response.status != 0:
                 # Errors the server could not tag (uid null) go to the only caller.
@@ -252,6 +285,10 @@ class ResponseMatcher:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(exc)
+        for gone in self.abandoned.values():
+            if not gone.done():
+                gone.set_result(None)
+        self.abandoned.clear()
         self.stop()
 
     def stop(self) -> None:
@@ -354,8 +391,8 @@ class StreamClient(Client):
     """Newline-JSON client over a stream socket; subclasses say how to connect.
 
     ``persistent=True`` (default): one shared connection, reopened on demand
-    after it drops, kept alive and checked by heartbeats every
-    ``heartbeat_interval`` seconds of silence. ``persistent=False``: one
+    after it drops, checked by a heartbeat every ``heartbeat_interval``
+    seconds (answered within ``heartbeat_timeout`` or the connection is dropped). ``persistent=False``: one
     connection per request, closed after its response.
     """
 
