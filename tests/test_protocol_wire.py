@@ -180,3 +180,30 @@ async def test_udp_with_and_without_newline(udp_server: UdpServer) -> None:
         assert too_big["status"] == 600 and "too large" in too_big["data"]["message"]
     finally:
         transport.close()
+
+
+async def test_handlers_awaiting_one_shared_future(short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Handlers start eagerly; several suspending on the same future must all resume."""
+    from ecosys import Registry, endpoint
+    from ecosys.routing import Router
+
+    registry = Registry()
+    gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @endpoint("wait", registry=registry)
+    async def wait() -> str:
+        return await gate
+
+    server = UdsServer(Router(registry), str(short_tmp / "g.sock"))
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(server.path)
+        writer.write(b'{"route_key":"wait"}\n' * 20)  # one read: 20 eager starts
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        gate.set_result("open")
+        answers = [orjson.loads(await asyncio.wait_for(reader.readline(), 5)) for _ in range(20)]
+        assert [a["status"] for a in answers] == [0] * 20 and {a["data"] for a in answers} == {"open"}
+        writer.close()
+    finally:
+        await server.close(1)

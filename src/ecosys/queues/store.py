@@ -91,6 +91,34 @@ def _entry(row: Sequence[Any]) -> Entry:
                  group_key=row[5], created=row[6], reason=row[7], failed_at=row[8])
 
 
+class _Batch:
+    """The net effect of the changes made since the last commit, per sequence number.
+
+    Keeping final states instead of a log turns any number of changes into
+    three statements, and an entry inserted and removed before its commit
+    costs no disk write at all.
+    """
+
+    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "done")
+
+    def __init__(self) -> None:
+        self.clear = False
+        self.rows: dict[int, tuple[Any, ...]] = {}
+        self.deletes: set[int] = set()
+        self.attempts: dict[int, int] = {}
+        self.inserts = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.clear or self.rows or self.deletes or self.attempts)
+
+    def waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future shared by everyone waiting for this batch's commit."""
+        if self.done is None:
+            self.done = loop.create_future()
+        return self.done
+
+
 class DurableQueue:
     """The rows of one queue file, with batched, off-loop writes.
 
@@ -115,9 +143,8 @@ class DurableQueue:
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ecosys-db-{path.stem}")
         self._db: sqlite3.Connection | None = None
-        self._ops: list[tuple[str, Any]] = []
-        self._ops_inserts = 0  # inserts in self._ops
-        self._waiters: list[asyncio.Future[None]] = []
+        self._batch = _Batch()
+        self._committing: _Batch | None = None
         self._uncommitted_inserts = 0
         self._flush_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -135,21 +162,21 @@ class DurableQueue:
         self._db = db
         return [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
 
-    def _apply_sync(self, ops: list[tuple[str, Any]]) -> None:
+    def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
         db.execute("BEGIN")
         try:
-            for kind, arg in ops:
-                if kind == "insert":
-                    db.executemany(f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES "
-                                   "(?, ?, ?, ?, ?, ?, ?, ?, ?)", arg)
-                elif kind == "delete":
-                    db.executemany("DELETE FROM entries WHERE seq = ?", [(s,) for s in arg])
-                elif kind == "attempts":
-                    db.executemany("UPDATE entries SET attempts = ? WHERE seq = ?", arg)
-                elif kind == "clear":
-                    db.execute("DELETE FROM entries")
+            if batch.clear:
+                db.execute("DELETE FROM entries")
+            if batch.deletes:
+                db.executemany("DELETE FROM entries WHERE seq = ?", [(s,) for s in batch.deletes])
+            if batch.rows:
+                db.executemany(f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES "
+                               "(?, ?, ?, ?, ?, ?, ?, ?, ?)", list(batch.rows.values()))
+            if batch.attempts:
+                db.executemany("UPDATE entries SET attempts = ? WHERE seq = ?",
+                               [(n, s) for s, n in batch.attempts.items()])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -168,8 +195,12 @@ class DurableQueue:
 
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
-        self._ops.append(("insert", [_row(e) for e in entries]))
-        self._ops_inserts += len(entries)
+        batch = self._writable()
+        for entry in entries:
+            batch.rows[entry.seq] = _row(entry)
+            batch.deletes.discard(entry.seq)
+            batch.attempts.pop(entry.seq, None)
+        batch.inserts += len(entries)
         self._uncommitted_inserts += len(entries)
         must_wait = durable if durable is not None else (
             self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
@@ -178,28 +209,42 @@ class DurableQueue:
 
     async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
         """Remove the entries with these sequence numbers."""
-        self._ops.append(("delete", list(seqs)))
+        batch = self._writable()
+        for seq in seqs:
+            batch.rows.pop(seq, None)
+            batch.attempts.pop(seq, None)
+            batch.deletes.add(seq)
         await self._changed(wait=durable)
 
     async def set_attempts(self, entry: Entry) -> None:
         """Record the attempt count of *entry* (committed with the next batch)."""
-        self._ops.append(("attempts", [(entry.attempts, entry.seq)]))
+        batch = self._writable()
+        if entry.seq in batch.rows:
+            batch.rows[entry.seq] = _row(entry)
+        else:
+            batch.attempts[entry.seq] = entry.attempts
         await self._changed(wait=False)
 
     async def clear(self) -> None:
         """Remove every entry, durably."""
-        self._ops.append(("clear", None))
+        batch = self._writable()
+        batch.clear = True
+        batch.rows.clear()
+        batch.deletes.clear()
+        batch.attempts.clear()
         await self._changed(wait=True)
 
-    async def _changed(self, *, wait: bool) -> None:
+    def _writable(self) -> _Batch:
         if self._closed:
             raise RuntimeError(f"queue {self.path.name} is closed")
+        return self._batch
+
+    async def _changed(self, *, wait: bool) -> None:
         loop = asyncio.get_running_loop()
         if wait:
-            future = loop.create_future()
-            self._waiters.append(future)
+            done = self._batch.waiter(loop)
             self._start_flush()
-            await future
+            await done
         elif self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
             self._start_flush()
         elif self._timer is None and (self._flush_task is None or self._flush_task.done()):
@@ -216,35 +261,34 @@ class DurableQueue:
         loop = asyncio.get_running_loop()
         # While one transaction is on disk, the next batch accumulates: every
         # caller that arrives meanwhile shares the following commit.
-        while self._ops or self._waiters:
-            ops, self._ops = self._ops, []
-            waiters, self._waiters = self._waiters, []
-            inserts, self._ops_inserts = self._ops_inserts, 0
-            if ops:
-                try:
-                    await loop.run_in_executor(self._executor, self._apply_sync, ops)
-                except Exception as exc:
-                    log.error("queue %s: commit failed: %s", self.path.name, exc)
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(exc)
-                    continue
-                finally:
-                    # Counted until committed (or failed): the loss bound covers batches in flight.
-                    self._uncommitted_inserts -= inserts
-                self.commits += 1
-            # Without ops, these callers only wait for what earlier loops already committed.
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        while self._batch or self._batch.done is not None:
+            batch, self._batch = self._batch, _Batch()
+            self._committing = batch
+            try:
+                if batch:
+                    await loop.run_in_executor(self._executor, self._apply_sync, batch)
+                    self.commits += 1
+            except Exception as exc:
+                log.error("queue %s: commit failed: %s", self.path.name, exc)
+                if batch.done is not None and not batch.done.done():
+                    batch.done.set_exception(exc)
+                continue
+            finally:
+                # Counted until committed (or failed): the loss bound covers batches in flight.
+                self._uncommitted_inserts -= batch.inserts
+                self._committing = None
+            if batch.done is not None and not batch.done.done():
+                batch.done.set_result(None)
 
     async def flush(self) -> None:
         """Commit everything written so far."""
-        if self._ops or (self._flush_task is not None and not self._flush_task.done()):
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
+        loop = asyncio.get_running_loop()
+        if self._batch:
+            done = self._batch.waiter(loop)
             self._start_flush()
-            await future
+            await done
+        elif self._committing is not None:
+            await self._committing.waiter(loop)
 
     async def read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run a read-only *query* on the queue's thread (after pending writes commit)."""

@@ -25,6 +25,9 @@ class _Resume:
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, yielded = self._coro, self._yielded
+        if getattr(yielded, "_asyncio_future_blocking", None) is False:
+            # start_eagerly consumed the flag; the Task driving us needs it set again.
+            yielded._asyncio_future_blocking = True
         while True:
             try:
                 # Hand what the coroutine is blocked on to the Task driving us.
@@ -54,4 +57,9 @@ def start_eagerly(
         yielded = context.run(coro.send, None)
     except StopIteration:
         return None
+    if getattr(yielded, "_asyncio_future_blocking", False):
+        # Consume the "awaited" flag the way a Task step would: while it stays
+        # set, any other coroutine awaiting the same future fails with
+        # "await wasn't used with future". _Resume sets it again for its Task.
+        yielded._asyncio_future_blocking = False
     return loop.create_task(_finish(_Resume(coro, yielded)), context=context)
