@@ -106,7 +106,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
         request = b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
-        entry = await pair.push(uid, request)
+        entry = await pair.push(uid, request, value=(value,))
         self._make_ready(entry)
         return {"uid": uid}
 
@@ -154,7 +154,11 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         started = perf_counter()
         try:
             try:
-                value = self.validate(orjson.loads(entry.request))
+                # A first attempt on an entry received by this process uses the value
+                # validated on arrival; retries and entries read back from disk parse
+                # the stored request again (a handler may have changed its copy).
+                cached, entry.value = entry.value, None
+                value = cached[0] if cached else self.validate(orjson.loads(entry.request))
                 result = await super().call(entry.uid, value)
             except Exception as exc:
                 log.exception("queued handler for %r raised", self.route_key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import EcosysError
 from .store import DurableQueue, Entry, Synchronous, select_entries
@@ -32,7 +33,8 @@ class QueuePair:
     ) -> None:
         self.pending = DurableQueue(pending_path, max_uncommitted=max_uncommitted,
                                     commit_interval=commit_interval, synchronous=synchronous)
-        self.errors = DurableQueue(error_path, commit_interval=commit_interval, synchronous=synchronous)
+        self.errors = DurableQueue(error_path, commit_interval=commit_interval, synchronous=synchronous,
+                                   index_uid=True)
         self.entries: dict[int, Entry] = {}
         self.error_count = 0
         self._next_seq = 1
@@ -62,9 +64,15 @@ class QueuePair:
         """Entries waiting (or being worked on) in the pending queue."""
         return len(self.entries)
 
-    async def push(self, uid: str, request: bytes, group_key: str | None = None) -> Entry:
-        """Store a new entry; returns once it is as durable as the commit policy promises."""
-        entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key)
+    async def push(
+        self, uid: str, request: bytes, group_key: str | None = None, value: Any = None
+    ) -> Entry:
+        """Store a new entry; returns once it is as durable as the commit policy promises.
+
+        *value* is the request already validated, kept in memory only (see Entry.value).
+        """
+        entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key,
+                      value=value)
         self._next_seq += 1
         self.entries[entry.seq] = entry
         try:

@@ -38,8 +38,10 @@ CREATE TABLE IF NOT EXISTS entries (
     reason     TEXT,
     failed_at  REAL
 );
-CREATE INDEX IF NOT EXISTS entries_uid ON entries (uid);
 """
+# Only error queues are searched by uid (inspect, pop, reprocess one); an index
+# on pending files would cost every insert and delete for nothing.
+UID_INDEX = "CREATE INDEX IF NOT EXISTS entries_uid ON entries (uid)"
 
 
 @dataclass(slots=True)
@@ -60,6 +62,10 @@ class Entry:
     generation: int = 0
     reason: str | None = None
     failed_at: float | None = None
+    # (validated request,) as the handler takes it, kept in memory only (never
+    # stored) for entries received by this process, so the worker need not
+    # parse and validate them again; None for entries read from disk.
+    value: tuple[Any] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the management endpoints."""
@@ -134,10 +140,12 @@ class DurableQueue:
         max_uncommitted: int = 0,
         commit_interval: float = 0.05,
         synchronous: Synchronous = "FULL",
+        index_uid: bool = False,
     ) -> None:
         if max_uncommitted < 0:
             raise ValueError("max_uncommitted must be >= 0")
         self.path = path
+        self.index_uid = index_uid
         self.max_uncommitted = max_uncommitted
         self.commit_interval = commit_interval
         self.synchronous = synchronous
@@ -146,6 +154,7 @@ class DurableQueue:
         self._batch = _Batch()
         self._committing: _Batch | None = None
         self._uncommitted_inserts = 0
+        self._due = False  # commit_interval passed with changes waiting
         self._flush_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -159,6 +168,8 @@ class DurableQueue:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.executescript(SCHEMA)
+        if self.index_uid:
+            db.execute(UID_INDEX)
         self._db = db
         return [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
 
@@ -248,7 +259,12 @@ class DurableQueue:
         elif self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
             self._start_flush()
         elif self._timer is None and (self._flush_task is None or self._flush_task.done()):
-            self._timer = loop.call_later(self.commit_interval, self._start_flush)
+            self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
+
+    def _interval_elapsed(self) -> None:
+        self._timer = None
+        self._due = True
+        self._start_flush()
 
     def _start_flush(self) -> None:
         if self._timer is not None:
@@ -261,7 +277,10 @@ class DurableQueue:
         loop = asyncio.get_running_loop()
         # While one transaction is on disk, the next batch accumulates: every
         # caller that arrives meanwhile shares the following commit.
-        while self._batch or self._batch.done is not None:
+        while self._batch.done is not None or (self._batch and (
+            self._due or self._uncommitted_inserts >= max(1, self.max_uncommitted)
+        )):
+            self._due = False
             batch, self._batch = self._batch, _Batch()
             self._committing = batch
             try:
@@ -279,6 +298,10 @@ class DurableQueue:
                 self._committing = None
             if batch.done is not None and not batch.done.done():
                 batch.done.set_result(None)
+        if self._batch and self._timer is None:
+            # Changes nobody waits for go out with the next commit, or at the latest
+            # after commit_interval; committing them at once would defeat batching.
+            self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
 
     async def flush(self) -> None:
         """Commit everything written so far."""

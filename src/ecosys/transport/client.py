@@ -474,17 +474,16 @@ class StreamClient(Client):
 
     async def close(self) -> None:
         """Close the shared connection and stop its heartbeat."""
+        loop = asyncio.get_running_loop()
         task, self._heartbeat_task = self._heartbeat_task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, RuntimeError):
-                pass
+            if task.get_loop() is loop:
+                # asyncio.wait never raises the task's CancelledError, so a
+                # cancellation of the caller itself still propagates.
+                await asyncio.wait([task])
         connection, self._connection = self._connection, None
         if connection is not None and connection.alive:
             connection.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(connection.closed), 1.0)
-            except (TimeoutError, RuntimeError):
-                pass
+            if connection.closed.get_loop() is loop:
+                await asyncio.wait([connection.closed], timeout=1.0)

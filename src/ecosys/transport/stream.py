@@ -82,6 +82,8 @@ class StreamServerProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._stopped = False
         self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] | None = None
+        self._in_data = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -109,12 +111,17 @@ class StreamServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         lines, overflow = self._splitter.feed(data)
-        for line in lines:
-            self._line_received(line)
-            if self._transport is None or self._transport.is_closing():
-                return
-        if overflow:
-            self._reject_oversized()
+        self._in_data = True
+        try:
+            for line in lines:
+                self._line_received(line)
+                if self._transport is None or self._transport.is_closing():
+                    return
+            if overflow:
+                self._reject_oversized()
+        finally:
+            self._in_data = False
+            self._flush_out()
 
     def _line_received(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -154,12 +161,32 @@ class StreamServerProtocol(asyncio.Protocol):
         # The peer half-closed (or we are shutting down) and everything it asked for is answered.
         transport = self._transport
         if transport is not None and not transport.is_closing() and not self._splitter.pending:
+            self._flush_out()
             transport.close()
 
     def _write(self, payload: bytes) -> None:
+        # Responses are gathered and sent with one write: a read of many
+        # pipelined requests, or a group commit waking many handlers, costs one
+        # system call instead of one per response.
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        out = self._out
+        if out is None:
+            self._out = [payload]
+            if not self._in_data:  # data_received flushes when it returns
+                self._loop.call_soon(self._flush_out)
+        else:
+            out.append(payload)
+
+    def _flush_out(self) -> None:
+        out = self._out
+        if out is None:
+            return
+        self._out = None
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(payload)
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -186,6 +213,7 @@ class StreamServerProtocol(asyncio.Protocol):
                 {"max_message_size": self._max},
             )
         )
+        self._flush_out()
         if self._transport is not None:
             self._transport.close()
 
@@ -197,4 +225,5 @@ class StreamServerProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection, flushing what was written."""
         if self._transport is not None and not self._transport.is_closing():
+            self._flush_out()
             self._transport.close()
