@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,11 +168,17 @@ async def test_unreachable_target_raises_and_clears_error_state(tmp_path: Path) 
     def send(ms: float) -> Nap:
         return Nap(ms=ms)
 
-    async with running_app(registry, tmp_path) as (_, client):
+    async with running_app(registry, tmp_path) as (app, client):
         await send(0)
         states = await eventually(lambda: client.request("eco.error_states.get"))
         assert "queued_sender.downstream.unreachable" in states
         assert f"127.0.0.1:{port}" in states["queued_sender.downstream.unreachable"]["description"]
+        # What an operator sees with the eco tool, in a table and as JSON.
+        target = f"tcp://127.0.0.1:{app.servers[0].port}"
+        table = await eco("errors", "get", target)
+        assert table.returncode == 0 and "queued_sender.downstream.unreachable" in table.stdout
+        as_json = await eco("errors", "get", target, "--json")
+        assert "queued_sender.downstream.unreachable" in json.loads(as_json.stdout)
         # The target comes up: the message goes through and the state clears itself.
         from ecosys import Router, TcpServer
 
@@ -176,8 +186,18 @@ async def test_unreachable_target_raises_and_clears_error_state(tmp_path: Path) 
         await server.start()
         try:
             await eventually(lambda: _no_states(client), timeout=5)
+            assert json.loads((await eco("errors", "get", target, "--json")).stdout) == {}
         finally:
             await server.close(1)
+
+
+async def eco(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the eco command in a thread, so the in-process service keeps serving."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "ecosys.cli", *args],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "COLUMNS": "200"},  # wide enough that table cells do not wrap
+    )
 
 
 async def _no_states(client: TcpClient) -> bool:
