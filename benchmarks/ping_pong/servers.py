@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+COMMON_DIR = Path(__file__).resolve().parent.parent / "common"
+
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0
@@ -58,6 +60,10 @@ class ServerProcess:
         # the caller would make runs differ between machines.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ECOENV_")}
         self.env["ECOENV_DEFAULT_DIR"] = str(run_dir)
+        # Helpers shared by every benchmark's servers (parent_watch) live in benchmarks/common.
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(COMMON_DIR), self.env.get("PYTHONPATH", "")) if p
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+COMMON_DIR = Path(__file__).resolve().parent.parent / "common"
+
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -37,6 +39,10 @@ class ServerProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ECOENV_")}
         self.env["ECOENV_DEFAULT_DIR"] = str(self.dir)
         self.env["ECOENV_QUEUE_DIR"] = str(self.dir / "queues")
+        # Helpers shared by every benchmark's servers (parent_watch) live in benchmarks/common.
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(COMMON_DIR), self.env.get("PYTHONPATH", "")) if p
+        )
         self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
