@@ -14,13 +14,15 @@ from ecosys import EcosysError, TcpClient
 QUEUE_SERVER = APPS_DIR / "queue_server.py"
 
 
-def start(tmp: Path, port: int, mode: str, *, max_uncommitted: int = 0, label: str = "q") -> AppProcess:
+def start(tmp: Path, port: int, mode: str, *, max_uncommitted: int = 0, label: str = "q",
+          max_retries: int = 3) -> AppProcess:
     env = app_env(
         ECOENV_DEFAULT_DIR=tmp, ECOENV_QUEUE_DIR=tmp / "queues",
         ECOENV_EXTRA_QUEUE_SERVER_1_RECORD=tmp / "record.txt",
         ECOENV_EXTRA_QUEUE_SERVER_1_MODE=mode,
         QUEUE_MAX_UNCOMMITTED=str(max_uncommitted),
         QUEUE_COMMIT_INTERVAL="5" if max_uncommitted else "0.05",
+        QUEUE_MAX_RETRIES=str(max_retries),
     )
     proc = AppProcess(QUEUE_SERVER, ["-i", "1", "--tcp", f"127.0.0.1:{port}"], env, tmp, label=label)
     proc.wait_ready()
@@ -86,3 +88,31 @@ async def test_request_being_handled_at_kill_is_replayed(tmp_path: Path) -> None
         assert await asyncio.to_thread(wait_until, lambda: recorded(tmp_path)[-1:] == ["7"], 10)
         assert second.terminate() == 0
     assert recorded(tmp_path) == ["start 7", "7"]
+
+
+async def test_request_that_keeps_killing_the_process_is_parked(tmp_path: Path) -> None:
+    port = free_port()
+    # max_retries=1: two attempts. Each one "kills the process" (we kill -9 it mid-handler).
+    for round_ in range(2):
+        with start(tmp_path, port, "hang", max_retries=1, label=f"crash{round_}") as proc:
+            if round_ == 0:
+                async with TcpClient("127.0.0.1", port) as client:
+                    await client.request("work", {"n": 9})
+            assert await asyncio.to_thread(
+                wait_until, lambda r=round_: recorded(tmp_path).count("start 9") == r + 1, 10)
+            await asyncio.sleep(0.2)  # let the attempt count reach the disk (commit_interval)
+            proc.kill()
+    # Third start: no attempts left, so the request goes to the error queue unhandled.
+    with start(tmp_path, port, "record", max_retries=1, label="third") as third:
+        async with TcpClient("127.0.0.1", port) as client:
+            errors: list = []
+            for _ in range(100):
+                errors = await client.request("eco.queued_handler.errors.get_first_10",
+                                              {"queue_route_key": "work"})
+                if errors:
+                    break
+                await asyncio.sleep(0.05)
+        assert third.terminate() == 0
+    assert len(errors) == 1 and errors[0]["request"] == {"n": 9} and errors[0]["attempts"] == 2
+    assert "never finished" in errors[0]["reason"]
+    assert recorded(tmp_path) == ["start 9", "start 9"], "the request must not run a third time"

@@ -25,7 +25,8 @@ def _append(path: str, text: str) -> None:
 
 
 @queued_endpoint("work", max_uncommitted=int(os.environ.get("QUEUE_MAX_UNCOMMITTED", "0")),
-                 commit_interval=float(os.environ.get("QUEUE_COMMIT_INTERVAL", "0.05")))
+                 commit_interval=float(os.environ.get("QUEUE_COMMIT_INTERVAL", "0.05")),
+                 max_retries=int(os.environ.get("QUEUE_MAX_RETRIES", "3")))
 async def work(request: Work) -> bool:
     """Record the request, or hang on it, as the test asks."""
     extra = current_app().config.extra  # type: ignore[union-attr]

@@ -149,7 +149,17 @@ class QueuedEndpoint(Endpoint, QueueStorage):
     async def _process(self, entry: Entry) -> None:
         pair = self.pair
         assert pair is not None
+        if entry.attempts > self.max_retries:
+            # Only an attempt that never finished leaves the count this high: the
+            # process died (or was stopped) while handling it, every time. Park the
+            # request rather than let it take the process down again at every start.
+            await pair.fail(entry, f"all {entry.attempts} attempts used and the last one never "
+                                   "finished (the process stopped while handling this request)")
+            return
         entry.attempts += 1
+        # Recorded before the handler runs (committed with the next batch), so an
+        # attempt that kills the process still counts after the restart.
+        await pair.count_attempt(entry)
         token = current_uid.set(entry.uid)
         started = perf_counter()
         try:
@@ -173,7 +183,6 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                     await pair.fail(entry, f"handler returned False on all {entry.attempts} attempts "
                                            f"(max_retries={self.max_retries})")
                     return
-                await pair.count_attempt(entry)
                 due = asyncio.get_running_loop().time() + self.retry_delay
                 heapq.heappush(self._delayed, (due, entry.seq, entry))
                 return
