@@ -6,6 +6,7 @@ Routing works on bytes in and bytes out, so a handler can be tested by calling
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import typing
@@ -38,6 +39,10 @@ RESERVED_PREFIX = "eco."
 
 class Endpoint:
     """A route key bound to an async handler and the model of its request data."""
+
+    # True for endpoints whose requests are only stored on arrival (queued
+    # endpoints): servers acknowledge them through store_nowait, without a task.
+    stores_without_task = False
 
     def __init__(self, route_key: str, handler: Handler, *, reserved: bool = False) -> None:
         if not isinstance(route_key, str) or not route_key.strip():
@@ -263,12 +268,57 @@ class Router:
         self.stats.record("endpoints", call.endpoint.route_key, status, perf_counter() - started)
         return line
 
+    def store_nowait(
+        self, call: PreparedCall, respond: Callable[[bytes], None]
+    ) -> asyncio.Future[None] | None:
+        """Acknowledge a call to an endpoint with ``store_nowait`` (a queued endpoint) without a task.
+
+        *respond* gets the response line, now or when the request's commit is
+        done; the returned future (if any) is that commit.
+        """
+        uid = call.uid
+        route_key = call.endpoint.route_key
+        started = perf_counter()
+        try:
+            committed = call.endpoint.store_nowait(uid, call.value)  # type: ignore[attr-defined]
+        except Reject as exc:
+            self.stats.record("endpoints", route_key, exc.status, perf_counter() - started)
+            respond(encode_error(uid, exc.status, exc.message, exc.details))
+            return None
+        except Exception as exc:
+            log.exception("storing a request for %r failed", route_key)
+            self.stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
+            respond(_storage_failure(uid, exc))
+            return None
+        ack = encode_success_json(uid, b'{"uid":"' + uid.encode() + b'"}')
+        if committed is None:
+            self.stats.record("endpoints", route_key, 0, perf_counter() - started)
+            respond(ack)
+            return None
+
+        def answer(future: asyncio.Future[None]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
+                respond(_storage_failure(uid, future.exception() if not future.cancelled() else None))
+            else:
+                self.stats.record("endpoints", route_key, 0, perf_counter() - started)
+                respond(ack)
+
+        committed.add_done_callback(answer)
+        return committed
+
     async def handle(self, line: bytes) -> bytes:
         """Answer one request line (without newline) with one response line."""
         prepared = self.prepare(line)
         if isinstance(prepared, bytes):
             return prepared
         return await self.run(prepared)
+
+
+def _storage_failure(uid: str, exc: BaseException | None) -> bytes:
+    reason = f"{type(exc).__name__}: {exc}" if exc is not None else "cancelled"
+    return encode_error(uid, Status.PROCESSING_FAILURE, f"the request could not be stored: {reason}",
+                        {"exception": type(exc).__name__ if exc is not None else "CancelledError"})
 
 
 def _validation_details(exc: pydantic.ValidationError) -> list[dict[str, Any]]:

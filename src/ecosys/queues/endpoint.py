@@ -38,6 +38,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
     """
 
     kind = "endpoint"
+    stores_without_task = True
 
     def __init__(
         self,
@@ -100,15 +101,38 @@ class QueuedEndpoint(Endpoint, QueueStorage):
 
     async def call(self, uid: str, value: Any) -> Any:
         """Store the validated request and acknowledge it with its uid."""
+        committed = self.store_nowait(uid, value)
+        if committed is not None:
+            await committed
+        return {"uid": uid}
+
+    def store_nowait(self, uid: str, value: Any) -> asyncio.Future[None] | None:
+        """Store a validated request; return the commit its acknowledgement must wait for.
+
+        None means it may be acknowledged at once (max_uncommitted allows it).
+        Raises Reject (status 500) while receiving is paused or the queue is closed.
+        Servers use this to acknowledge without a task per request.
+        """
         if not self.receiving:
             raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
         pair = self.pair
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
         request = b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
-        entry = await pair.push(uid, request, value=(value,))
-        self._make_ready(entry)
-        return {"uid": uid}
+        entry, committed = pair.push_nowait(uid, request, value=(value,))
+        if committed is None:
+            self._make_ready(entry)
+            return None
+
+        def stored(future: asyncio.Future[None]) -> None:
+            # The worker gets the request only once it is on disk, as the caller is told.
+            if future.cancelled() or future.exception() is not None:
+                pair.forget(entry)
+            else:
+                self._make_ready(entry)
+
+        committed.add_done_callback(stored)
+        return committed
 
     def _make_ready(self, entry: Entry) -> None:
         heapq.heappush(self._ready, (entry.seq, entry))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -71,16 +72,36 @@ class QueuePair:
 
         *value* is the request already validated, kept in memory only (see Entry.value).
         """
+        entry, committed = self.push_nowait(uid, request, group_key, value)
+        if committed is not None:
+            try:
+                await committed
+            except BaseException:
+                self.forget(entry)
+                raise
+        return entry
+
+    def push_nowait(
+        self, uid: str, request: bytes, group_key: str | None = None, value: Any = None
+    ) -> tuple[Entry, asyncio.Future[None] | None]:
+        """Store a new entry; return it and the commit to wait for (None if none is due).
+
+        If that commit fails, call :meth:`forget` with the entry.
+        """
         entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key,
                       value=value)
         self._next_seq += 1
         self.entries[entry.seq] = entry
         try:
-            await self.pending.insert([entry])
+            committed = self.pending.insert_nowait([entry])
         except BaseException:
-            self.entries.pop(entry.seq, None)
+            self.forget(entry)
             raise
-        return entry
+        return entry, committed
+
+    def forget(self, entry: Entry) -> None:
+        """Drop an entry whose insert failed from the in-memory view."""
+        self.entries.pop(entry.seq, None)
 
     async def done(self, entry: Entry) -> None:
         """The entry was handled: forget it (committed with the next batch)."""

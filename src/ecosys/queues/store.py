@@ -206,6 +206,14 @@ class DurableQueue:
 
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
+        committed = self.insert_nowait(entries, durable=durable)
+        if committed is not None:
+            await committed
+
+    def insert_nowait(
+        self, entries: list[Entry], *, durable: bool | None = None
+    ) -> asyncio.Future[None] | None:
+        """Store *entries*; return the future of the commit to wait for, or None if none is due."""
         batch = self._writable()
         for entry in entries:
             batch.rows[entry.seq] = _row(entry)
@@ -216,7 +224,7 @@ class DurableQueue:
         must_wait = durable if durable is not None else (
             self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
         )
-        await self._changed(wait=must_wait)
+        return self._changed_nowait(wait=must_wait)
 
     async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
         """Remove the entries with these sequence numbers."""
@@ -251,15 +259,21 @@ class DurableQueue:
         return self._batch
 
     async def _changed(self, *, wait: bool) -> None:
+        committed = self._changed_nowait(wait=wait)
+        if committed is not None:
+            await committed
+
+    def _changed_nowait(self, *, wait: bool) -> asyncio.Future[None] | None:
         loop = asyncio.get_running_loop()
         if wait:
             done = self._batch.waiter(loop)
             self._start_flush()
-            await done
-        elif self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
+            return done
+        if self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
             self._start_flush()
         elif self._timer is None and (self._flush_task is None or self._flush_task.done()):
             self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
+        return None
 
     def _interval_elapsed(self) -> None:
         self._timer = None

@@ -31,7 +31,7 @@ class StreamServer:
         self.router = router
         self.max_message_size = max_message_size
         self.connections: set[StreamServerProtocol] = set()
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight: set[asyncio.Future[Any]] = set()  # handler tasks and commits
         self._server: asyncio.Server | None = None
 
     def _factory(self) -> StreamServerProtocol:
@@ -137,25 +137,37 @@ class StreamServerProtocol(asyncio.Protocol):
             return
         assert isinstance(prepared, PreparedCall)
         self._in_flight += 1
-        task = start_eagerly(self._loop, self._run(prepared))
-        if task is not None:
+        if prepared.endpoint.stores_without_task:
+            # Queued endpoints: acknowledged from a commit callback, no task at all.
+            pending = self._router.store_nowait(prepared, self._respond)
+        else:
             # Only handlers that suspend get a task; they take several loop
             # iterations anyway, so a done callback costs them little.
+            pending = start_eagerly(self._loop, self._run(prepared))
+        if pending is not None:
             in_flight = self._server.in_flight
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            if pending not in in_flight:  # one commit can carry many requests
+                in_flight.add(pending)
+                pending.add_done_callback(in_flight.discard)
             if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
                 self._update_reading()
+
+    def _respond(self, line: bytes) -> None:
+        self._write(line)
+        self._finished()
 
     async def _run(self, call: PreparedCall) -> None:
         try:
             self._write(await self._router.run(call))
         finally:
-            self._in_flight -= 1
-            if self._reading_paused:
-                self._update_reading()
-            if self._stopped and not self._in_flight:
-                self._close_if_drained()
+            self._finished()
+
+    def _finished(self) -> None:
+        self._in_flight -= 1
+        if self._reading_paused:
+            self._update_reading()
+        if self._stopped and not self._in_flight:
+            self._close_if_drained()
 
     def _close_if_drained(self) -> None:
         # The peer half-closed (or we are shutting down) and everything it asked for is answered.
