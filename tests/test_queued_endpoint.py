@@ -282,3 +282,27 @@ async def test_worker_survives_a_failing_store(tmp_path: Path, monkeypatch: pyte
         await client.request("jobs", {"n": 2})
         await eventually(lambda: (2, 1) in seen)
     assert failures == 2
+
+
+async def test_failed_commit_is_answered_600_and_not_processed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({}, seen)
+    async with running_app(registry, tmp_path) as (_, client):
+        pending = registry.endpoints["jobs"].pair.pending  # type: ignore[attr-defined]
+
+        def disk_error(batch):  # type: ignore[no-untyped-def]
+            # Stands in for a failing disk: the transaction cannot be written.
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(pending, "_apply_sync", disk_error)
+        from ecosys import ProcessingFailed
+
+        with pytest.raises(ProcessingFailed, match="could not be stored"):
+            await client.request("jobs", {"n": 1})
+        monkeypatch.undo()
+        await client.request("jobs", {"n": 2})
+        await eventually(lambda: (2, 1) in seen)
+        assert (1, 1) not in seen, "a request that was not stored must not be handled"
+        assert (await data(client))["pending"] == 0
