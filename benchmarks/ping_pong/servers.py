@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COMMON_DIR = Path(__file__).resolve().parent.parent / "common"
+# Helpers shared by every benchmark (this one runs as a script from its own folder).
+sys.path.insert(0, str(COMMON_DIR))
+from processes import stop_process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -121,16 +124,5 @@ class ServerProcess:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time; safe to call twice."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        finally:
-            if process.stdin is not None:
-                process.stdin.close()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
