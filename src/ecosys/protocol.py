@@ -158,13 +158,6 @@ def encode_request(uid: str, route_key: str, data: Any) -> bytes:
     )
 
 
-def encode_response(uid: str, status: int, data: Any) -> bytes:
-    """Encode a response envelope as one newline-terminated line."""
-    return orjson.dumps(
-        {"uid": uid, "status": int(status), "data": data}, option=orjson.OPT_APPEND_NEWLINE
-    )
-
-
 def encode_success_json(uid: str, data_json: bytes) -> bytes:
     """Encode a status-0 response whose data is already serialised JSON.
 

@@ -206,7 +206,6 @@ class Router:
         self.registry = registry if registry is not None else default_registry
         self.stats = statistics if statistics is not None else stats
         self.standard = standard.endpoints if standard is not None else {}
-        self.busy_reason: str | None = None
 
     def prepare(self, line: bytes) -> PreparedCall | bytes:
         """Parse and validate *line*; return a call to run, or an error response line."""
@@ -229,9 +228,6 @@ class Router:
                 f"unknown route key: {request.route_key!r}",
                 {"route_key": request.route_key},
             )
-        if self.busy_reason is not None:
-            self.stats.record("endpoints", request.route_key, Status.APPLICATION_BUSY, None)
-            return encode_error(request.uid, Status.APPLICATION_BUSY, self.busy_reason)
         try:
             value = target.validate(request.data)
         except pydantic.ValidationError as exc:
