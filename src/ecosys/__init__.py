@@ -4,6 +4,7 @@ Everything public is re-exported here; other module names are internal.
 """
 
 from .app import Application, current_app
+from .cache import LRUCache
 from .config import HostPort, Settings
 from .errors import (
     ApplicationBusy,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "LRUCache",
     "ErrorStateKeeper",
     "StatisticsKeeper",
     "error_states",

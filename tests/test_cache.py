@@ -1,0 +1,115 @@
+"""LRUCache: eviction, expiry, shared loads, failures and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ecosys import LRUCache
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_least_recently_used_is_evicted() -> None:
+    cache: LRUCache[str, int] = LRUCache(maxsize=2)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recent
+    cache.set("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+    assert len(cache) == 2 and cache.hits == 3 and cache.misses == 0
+    assert cache.get("b", "gone") == "gone" and cache.misses == 1
+    assert cache.delete("a") and not cache.delete("a")
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_entries_expire_after_ttl() -> None:
+    clock = FakeClock()
+    cache: LRUCache[str, int] = LRUCache(ttl=10, clock=clock)
+    cache.set("a", 1)
+    clock.now = 9.9
+    assert cache.get("a") == 1 and "a" in cache
+    clock.now = 10.0
+    assert "a" not in cache and cache.get("a") is None and len(cache) == 0
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        LRUCache(maxsize=0)
+    with pytest.raises(ValueError):
+        LRUCache(ttl=0)
+
+
+async def test_concurrent_misses_share_one_load() -> None:
+    cache: LRUCache[str, str] = LRUCache()
+    loads = 0
+
+    async def load() -> str:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.05)
+        return "value"
+
+    results = await asyncio.gather(*(cache.get_or_load("k", load) for _ in range(100)))
+    assert results == ["value"] * 100 and loads == 1
+    assert await cache.get_or_load("k", load) == "value" and loads == 1  # now a hit
+
+
+async def test_failed_load_reaches_every_caller_and_is_not_stored() -> None:
+    cache: LRUCache[str, str] = LRUCache()
+
+    async def broken() -> str:
+        await asyncio.sleep(0.01)
+        raise LookupError("backend down")
+
+    results = await asyncio.gather(*(cache.get_or_load("k", broken) for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, LookupError) for r in results)
+    assert "k" not in cache
+
+    async def fixed() -> str:
+        return "ok"
+
+    assert await cache.get_or_load("k", fixed) == "ok"
+
+
+async def test_cancelled_caller_does_not_cancel_the_load() -> None:
+    cache: LRUCache[str, str] = LRUCache()
+
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    first = asyncio.create_task(cache.get_or_load("k", slow))
+    second = asyncio.create_task(cache.get_or_load("k", slow))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == "done"
+    assert cache.get("k") == "done"
+
+
+async def test_cached_decorator() -> None:
+    cache: LRUCache[object, int] = LRUCache(maxsize=10)
+    calls = 0
+
+    @cache.cached()
+    async def square(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x * x
+
+    assert [await square(3), await square(3), await square(4)] == [9, 9, 16] and calls == 2
+
+    @cache.cached(key=lambda user_id, **_: ("user", user_id))
+    async def user(user_id: int, *, verbose: bool = False) -> int:
+        return user_id
+
+    assert await user(7) == 7 and await user(7, verbose=True) == 7 and ("user", 7) in cache
