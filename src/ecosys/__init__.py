@@ -26,9 +26,17 @@ from .errors import (
 )
 from .lock import AlreadyRunning
 from .protocol import Request, Response, Status, new_uid
-from .queues import QueuedEndpoint, QueuedSender, SenderNotOpen, backoff, queued_endpoint, queued_sender
+from .queues import (
+    QueuedEndpoint,
+    QueuedSender,
+    SenderNotOpen,
+    backoff,
+    queued_broadcaster,
+    queued_endpoint,
+    queued_sender,
+)
 from .routing import Endpoint, Registry, Router, default_registry, endpoint, reset_default_registry
-from .sending import sender
+from .sending import Broadcaster, BroadcastResult, broadcaster, sender
 from .tasks import TaskKeeper, default_task_keeper, run_soon
 from .telemetry import ErrorStateKeeper, StatisticsKeeper, error_states, stats
 from .tracking import get_uid, set_uid, uid_scope
@@ -47,6 +55,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "BroadcastResult",
+    "Broadcaster",
+    "broadcaster",
+    "queued_broadcaster",
     "LRUCache",
     "ErrorStateKeeper",
     "StatisticsKeeper",

@@ -1,6 +1,7 @@
 """Durable queues: the SQLite store, queued endpoints, queued senders and sequencing."""
 
 from .backoff import constant, exponential
+from .broadcast import queued_broadcaster
 from .endpoint import QueuedEndpoint, queued_endpoint
 from .sender import QueuedSender, SenderNotOpen, queued_sender
 from .store import DurableQueue, Entry
@@ -13,6 +14,7 @@ __all__ = [
     "SenderNotOpen",
     "constant",
     "exponential",
+    "queued_broadcaster",
     "queued_endpoint",
     "queued_sender",
 ]

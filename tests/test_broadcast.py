@@ -1,0 +1,109 @@
+"""Broadcasting to several real services: plain, queued and sequenced."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from queuehelpers import eventually, running_app
+
+from ecosys import (
+    ConnectFailed,
+    Registry,
+    Router,
+    TcpClient,
+    TcpServer,
+    ValidationFailed,
+    backoff,
+    broadcaster,
+    endpoint,
+    queued_broadcaster,
+)
+
+
+class Note(BaseModel):
+    n: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Listener:
+    """A real TCP service recording the notes it gets."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.got: list[int] = []
+        registry = Registry()
+
+        @endpoint("note", registry=registry)
+        async def note(request: Note) -> str:
+            self.got.append(request.n)
+            return name
+
+        self.server = TcpServer(Router(registry), "127.0.0.1", port)
+
+    async def __aenter__(self) -> Listener:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.close(1)
+
+
+async def test_broadcast_reaches_every_target_and_reports_each() -> None:
+    ports = [free_port() for _ in range(3)]
+    clients = [TcpClient("127.0.0.1", p, retries=0) for p in ports]
+
+    @broadcaster([(c, "note") for c in clients])
+    def announce(n: int) -> Note:
+        return Note(n=n)
+
+    async with Listener(ports[0], "a") as a, Listener(ports[1], "b") as b:
+        # The third target is down: its result says so, the others still get the note.
+        results = await announce(1)
+        assert [r.data for r in results[:2]] == ["a", "b"] and all(r.ok for r in results[:2])
+        assert not results[2].ok and isinstance(results[2].error, ConnectFailed)
+        assert results[2].target == f"note @ tcp://127.0.0.1:{ports[2]}"
+        assert a.got == [1] and b.got == [1]
+        # A bad message is refused by each target with its own error.
+        results = await announce.broadcaster.send({"n": "x"})  # type: ignore[attr-defined]
+        assert all(isinstance(r.error, (ValidationFailed, ConnectFailed)) for r in results)
+    for client in clients:
+        await client.close()
+
+
+def test_broadcaster_needs_targets() -> None:
+    with pytest.raises(ValueError):
+        broadcaster([])
+
+
+async def test_sequenced_broadcast_orders_each_target_independently(tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    registry = Registry()
+    clients = [TcpClient("127.0.0.1", p, retries=0, timeout=2) for p in ports]
+
+    @queued_broadcaster([(c, "note") for c in clients], name="fanout", registry=registry,
+                        sequenced=True, backoff=backoff.constant(0.05))
+    def announce(n: int) -> Note:
+        return Note(n=n)
+
+    async with running_app(registry, tmp_path) as (_, client):
+        async with Listener(ports[0], "a") as a:
+            for n in range(10):
+                uids = await announce(n)
+                assert len(uids) == 2
+            # Target 0 is up and gets everything in order; target 1 is down and waits.
+            await eventually(lambda: a.got == list(range(10)))
+            state = await client.request("eco.queued_sender.data", {"queue_route_key": "fanout.1"})
+            assert state["pending"] == 10
+            async with Listener(ports[1], "b") as b:
+                await eventually(lambda: b.got == list(range(10)), timeout=10)
+        names = [s["queue_route_key"] for s in await client.request("eco.queued_sender.data", {})]
+        assert names == ["fanout.0", "fanout.1"]
+    await asyncio.sleep(0)
