@@ -29,6 +29,7 @@ from .routing import Registry, Router, default_registry
 from .standard import standard_endpoints
 from .tasks import TaskKeeper, default_task_keeper, use_task_keeper
 from .telemetry import error_states, stats
+from .transport.allow import Allowlist
 from .transport.tcp import TcpServer
 from .transport.udp import UdpServer
 from .transport.uds import UdsServer
@@ -221,11 +222,12 @@ class Application:
     async def _start_servers(self, cfg: Settings) -> None:
         self.router = self.build_router()
         wanted: list[Any] = []
+        allow = Allowlist(cfg.allow) if cfg.allow is not None else None
         if cfg.tcp is not None:
             wanted.append(TcpServer(self.router, cfg.tcp.host, cfg.tcp.port,
-                                    max_message_size=cfg.max_message_size))
+                                    max_message_size=cfg.max_message_size, allow=allow))
         if cfg.udp is not None:
-            wanted.append(UdpServer(self.router, cfg.udp.host, cfg.udp.port))
+            wanted.append(UdpServer(self.router, cfg.udp.host, cfg.udp.port, allow=allow))
         if cfg.uds_path is not None:
             cfg.uds_path.parent.mkdir(parents=True, exist_ok=True)
             wanted.append(UdsServer(self.router, str(cfg.uds_path),

@@ -64,6 +64,27 @@ Address = Annotated[HostPort, BeforeValidator(parse_host_port), PlainSerializer(
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+def _parse_networks(value: Any) -> Any:
+    """Accept a list or a comma-separated string of IP addresses/networks; check each."""
+    import ipaddress
+
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of IP addresses or networks")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from None
+    return networks
+
+
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
@@ -88,6 +109,9 @@ class Settings(BaseModel):
     log_compress: bool = False
     log_console: bool = False
     max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
+    # Peers (IP addresses or networks) allowed on TCP and UDP; None: anyone who
+    # can reach the listening address. Others get status 200.
+    allow: Annotated[list[str] | None, BeforeValidator(_parse_networks)] = None
     shutdown_grace: float = Field(10.0, ge=0)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     stat_gp: int = Field(300, ge=1)

@@ -11,8 +11,16 @@ import asyncio
 import logging
 from typing import Any
 
-from ..protocol import HEARTBEAT_REPLY, LineSplitter, Status, encode_error
+from ..protocol import (
+    HEARTBEAT_REPLY,
+    LineSplitter,
+    ProtocolViolation,
+    Status,
+    decode_request,
+    encode_error,
+)
 from ..routing import PreparedCall, Router
+from .allow import Allowlist
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -27,8 +35,11 @@ class StreamServer:
 
     kind = "stream"
 
-    def __init__(self, router: Router, *, max_message_size: int) -> None:
+    def __init__(
+        self, router: Router, *, max_message_size: int, allow: Allowlist | None = None
+    ) -> None:
         self.router = router
+        self.allow = allow
         self.max_message_size = max_message_size
         self.connections: set[StreamServerProtocol] = set()
         self.in_flight: set[asyncio.Future[Any]] = set()  # handler tasks and commits
@@ -84,10 +95,19 @@ class StreamServerProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] | None = None
         self._in_data = False
+        self._denied: str | None = None  # the peer's address, if not on the allowlist
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._server.connections.add(self)
+        allow = self._server.allow
+        if allow is not None:
+            peer = transport.get_extra_info("peername")
+            host = peer[0] if isinstance(peer, tuple) else None
+            if host is not None and not allow.allows(host):
+                # Answered at its first request (with that request's uid, so the
+                # client sees a matched ClientDenied), then disconnected.
+                self._denied = host
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -131,6 +151,9 @@ class StreamServerProtocol(asyncio.Protocol):
         if line == b"\x05":
             self._write(HEARTBEAT_REPLY)
             return
+        if self._denied is not None:
+            self._deny(line)
+            return
         prepared = self._router.prepare(line)
         if type(prepared) is bytes:
             self._write(prepared)
@@ -151,6 +174,16 @@ class StreamServerProtocol(asyncio.Protocol):
                 pending.add_done_callback(in_flight.discard)
             if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
                 self._update_reading()
+
+    def _deny(self, line: bytes) -> None:
+        try:
+            uid: str | None = decode_request(line).uid
+        except ProtocolViolation:
+            uid = None
+        self._router.stats.record("endpoints", "<denied>", Status.CLIENT_DENIED, None)
+        self._write(encode_error(uid, Status.CLIENT_DENIED,
+                                 f"client {self._denied} is not allowed to talk to this service"))
+        self.close()
 
     def _respond(self, line: bytes) -> None:
         self._write(line)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..routing import Router
+from .allow import Allowlist
 from .client import StreamClient
 from .stream import StreamServer
 
@@ -18,9 +19,10 @@ class TcpServer(StreamServer):
     kind = "tcp"
 
     def __init__(
-        self, router: Router, host: str, port: int, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+        self, router: Router, host: str, port: int, *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, allow: Allowlist | None = None,
     ) -> None:
-        super().__init__(router, max_message_size=max_message_size)
+        super().__init__(router, max_message_size=max_message_size, allow=allow)
         self.host = host
         self.port = port
 

@@ -7,8 +7,17 @@ import logging
 from typing import Any
 
 from ..errors import ConnectFailed
-from ..protocol import HEARTBEAT_REPLY, ProtocolViolation, Response, Status, decode_response, encode_error
+from ..protocol import (
+    HEARTBEAT_REPLY,
+    ProtocolViolation,
+    Response,
+    Status,
+    decode_request,
+    decode_response,
+    encode_error,
+)
 from ..routing import PreparedCall, Router
+from .allow import Allowlist
 from .client import Client, ResponseMatcher
 from .eager import start_eagerly
 
@@ -23,8 +32,11 @@ class UdpServer(asyncio.DatagramProtocol):
 
     kind = "udp"
 
-    def __init__(self, router: Router, host: str, port: int, **_: Any) -> None:
+    def __init__(
+        self, router: Router, host: str, port: int, *, allow: Allowlist | None = None, **_: Any
+    ) -> None:
         self.router = router
+        self.allow = allow
         self.host = host
         self.port = port
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -48,6 +60,15 @@ class UdpServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not self._accepting:
+            return
+        if self.allow is not None and not self.allow.allows(addr[0]):
+            try:
+                uid: str | None = decode_request(data.rstrip(b"\n")).uid
+            except ProtocolViolation:
+                uid = None
+            self.router.stats.record("endpoints", "<denied>", Status.CLIENT_DENIED, None)
+            self._send(encode_error(uid, Status.CLIENT_DENIED,
+                                    f"client {addr[0]} is not allowed to talk to this service"), addr)
             return
         if data.endswith(b"\n"):
             data = data[:-1]
