@@ -85,6 +85,7 @@ class Client:
         self.retry_delay = retry_delay
         self.retry_on_timeout = retry_on_timeout
         self.max_message_size = max_message_size
+        self._stat_keys: dict[str, str] = {}  # route key -> "route @ url", built once
 
     @property
     def url(self) -> str:
@@ -107,24 +108,26 @@ class Client:
                 f"of {self.max_message_size}"
             )
         limit = self.timeout if timeout is None else timeout
+        stat_key = self._stat_keys.get(route_key)
+        if stat_key is None:
+            stat_key = self._stat_keys[route_key] = f"{route_key} @ {self.url}"
         attempt = 0
         started = perf_counter()
         while True:
             try:
                 response = await self._exchange(uid, payload, limit)
-                stats.record("senders", f"{route_key} @ {self.url}", response.status,
-                             perf_counter() - started)
+                stats.record("senders", stat_key, response.status, perf_counter() - started)
                 return response
             except ConnectFailed:
                 if attempt >= self.retries:
-                    stats.record("senders", f"{route_key} @ {self.url}", "transport", None)
+                    stats.record("senders", stat_key, "transport", None)
                     raise
             except RequestTimeout:
                 if not self.retry_on_timeout or attempt >= self.retries:
-                    stats.record("senders", f"{route_key} @ {self.url}", "timeout", None)
+                    stats.record("senders", stat_key, "timeout", None)
                     raise
             except TransportError:
-                stats.record("senders", f"{route_key} @ {self.url}", "transport", None)
+                stats.record("senders", stat_key, "transport", None)
                 raise
             attempt += 1
             log.debug("retrying %s to %s (attempt %d)", route_key, self.url, attempt + 1)
