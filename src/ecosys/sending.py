@@ -14,6 +14,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def wrap_builder(
+    build: Callable[..., Any], deliver: Callable[[Any], Awaitable[R]]
+) -> Callable[..., Awaitable[R]]:
+    """Wrap *build* (sync or async, returning a message): calling it hands the message to *deliver*.
+
+    The shape shared by @sender, @broadcaster and the queued decorators.
+    """
+    is_async = inspect.iscoroutinefunction(build)
+
+    @functools.wraps(build)
+    async def call(*args: Any, **kwargs: Any) -> R:
+        message = build(*args, **kwargs)
+        if is_async:
+            message = await message
+        return await deliver(message)
+
+    return call
+
+
 def sender(
     client: Client,
     route_key: str,
@@ -30,17 +49,9 @@ def sender(
     """
 
     def decorate(build: Callable[P, Any]) -> Callable[P, Awaitable[Any]]:
-        is_async = inspect.iscoroutinefunction(build)
-
-        @functools.wraps(build)
-        async def send(*args: P.args, **kwargs: P.kwargs) -> Any:
-            message = build(*args, **kwargs)
-            if is_async:
-                message = await message
-            return await client.request(
-                route_key, message, response_model=response_model, timeout=timeout
-            )
-
+        send = wrap_builder(build, lambda message: client.request(
+            route_key, message, response_model=response_model, timeout=timeout
+        ))
         send.client = client  # type: ignore[attr-defined]
         send.route_key = route_key  # type: ignore[attr-defined]
         return send
@@ -111,15 +122,7 @@ def broadcaster(
     sending = Broadcaster(targets, timeout=timeout)
 
     def decorate(build: Callable[P, Any]) -> Callable[P, Awaitable[list[BroadcastResult]]]:
-        is_async = inspect.iscoroutinefunction(build)
-
-        @functools.wraps(build)
-        async def send(*args: P.args, **kwargs: P.kwargs) -> list[BroadcastResult]:
-            message = build(*args, **kwargs)
-            if is_async:
-                message = await message
-            return await sending.send(message)
-
+        send = wrap_builder(build, sending.send)
         send.broadcaster = sending  # type: ignore[attr-defined]
         return send
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..routing import Registry
-from ..sending import Target
-from .sender import QueuedSender, queued_sender
+from ..routing import Registry, default_registry
+from ..sending import Target, wrap_builder
+from .sender import QueuedSender
 
 
 def queued_broadcaster(
@@ -30,22 +28,17 @@ def queued_broadcaster(
     """
     if not targets:
         raise ConfigurationError(f"queued broadcaster {name!r} needs at least one target")
-    senders: list[QueuedSender] = []
-    for index, (client, route_key) in enumerate(targets):
-        store = queued_sender(client, route_key, name=f"{name}.{index}", registry=registry,
-                              **options)(lambda message: message)
-        senders.append(store.queued_sender)  # type: ignore[attr-defined]
+    chosen = registry if registry is not None else default_registry
+    senders = [
+        chosen.add_sender(QueuedSender(client, route_key, name=f"{name}.{index}", **options))
+        for index, (client, route_key) in enumerate(targets)
+    ]
+
+    async def enqueue_everywhere(message: Any) -> list[str]:
+        return [await sender.enqueue(message) for sender in senders]
 
     def decorate(build: Callable[..., Any]) -> Callable[..., Awaitable[list[str]]]:
-        is_async = inspect.iscoroutinefunction(build)
-
-        @functools.wraps(build)
-        async def store_all(*args: Any, **kwargs: Any) -> list[str]:
-            message = build(*args, **kwargs)
-            if is_async:
-                message = await message
-            return [await sender.enqueue(message) for sender in senders]
-
+        store_all = wrap_builder(build, enqueue_everywhere)
         store_all.queued_senders = senders  # type: ignore[attr-defined]
         return store_all
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from ..errors import (
 )
 from ..protocol import Status, new_uid
 from ..routing import Registry, default_registry
+from ..sending import wrap_builder
 from ..telemetry.error_states import error_states
 from ..tracking import current_uid
 from ..transport.client import Client, encode_data
@@ -362,15 +361,7 @@ def queued_sender(
     (registry if registry is not None else default_registry).add_sender(sender)
 
     def decorate(build: Callable[..., Any]) -> Callable[..., Awaitable[str]]:
-        is_async = inspect.iscoroutinefunction(build)
-
-        @functools.wraps(build)
-        async def store(*args: Any, **kwargs: Any) -> str:
-            message = build(*args, **kwargs)
-            if is_async:
-                message = await message
-            return await sender.enqueue(message)
-
+        store = wrap_builder(build, sender.enqueue)
         store.queued_sender = sender  # type: ignore[attr-defined]
         return store
 
