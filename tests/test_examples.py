@@ -12,9 +12,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_clean() -> None:
+def test_echo_tour_runs_clean() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        [sys.executable, str(ROOT / "examples" / "echo" / "demo.py")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""`make demo`: start the echo server on TCP, UDP and UDS, talk to it over all three, stop it.
+"""The echo tour: start the echo server on TCP, UDP and UDS, talk to it over all three, stop it.
 
 Everything runs in a fresh temporary directory; nothing is left running.
 """
@@ -35,7 +35,7 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="ecosys-demo-"))
     env = dict(os.environ, ECOENV_DEFAULT_DIR=str(run_dir), PYTHONUNBUFFERED="1")
     port = free_port()
-    server_cmd = [sys.executable, str(HERE / "echo" / "echo_server.py"), "-i", "demo",
+    server_cmd = [sys.executable, str(HERE / "echo_server.py"), "-i", "demo",
                   "--tcp", f"127.0.0.1:{port}", "--udp", f"127.0.0.1:{port}", "--uds", "DEFAULT"]
     print("$", " ".join(server_cmd[1:]))
     server = subprocess.Popen(server_cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -53,7 +53,7 @@ def main() -> int:
             for url in urls:
                 text = f"hello over {url.split(':')[0].upper()} from {script}"
                 result = subprocess.run(
-                    [sys.executable, str(HERE / "echo" / script), url, text],
+                    [sys.executable, str(HERE / script), url, text],
                     env=env, capture_output=True, text=True, timeout=30,
                 )
                 print(f"  {script:17} -> {result.stdout.strip() or result.stderr.strip()}")
