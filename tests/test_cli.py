@@ -28,6 +28,7 @@ import pytest
 from apphelpers import AppProcess, app_env, free_port, wait_until
 from typer.testing import CliRunner, Result
 
+import ecosys
 from ecosys.cli import app
 
 SERVICE_SCRIPT = '''
@@ -224,6 +225,11 @@ def test_help_on_every_command_and_exit_codes_in_the_epilog() -> None:
     assert "--what" in ok("queue", "pause", "--help")
     assert "--sender" in ok("queue", "reprocess", "--help") and "--all" in ok("queue", "reprocess", "--help")
     assert "--listen" in ok("metrics", "--help")
+
+
+def test_version_option_prints_the_package_version() -> None:
+    assert ok("--version").strip() == f"eco (ecosys {ecosys.__version__})"
+    assert ok("-V") == ok("--version")
 
 
 # ----- send ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .. import __version__
 from . import render
 from .core import (
     DEFAULT_TIMEOUT,
@@ -66,6 +67,21 @@ queue_app = typer.Typer(
     ),
     no_args_is_help=True, epilog=EXIT_CODES_HELP, rich_markup_mode="rich",
 )
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"eco (ecosys {__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_print_version, is_eager=True,
+        help="Print the ecosys version and exit.")] = False,
+) -> None:
+    """Options that apply before any command."""
+
+
 app.add_typer(errors_app, name="errors")
 app.add_typer(queue_app, name="queue")
 
