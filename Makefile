@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean venv system-deps rrdtool-check
+.PHONY: demo test lint bench clean venv system-deps rrdtool-check docs dist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,18 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+RELEASE_STAMP := $(VENV)/.installed-release
+
+$(RELEASE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,release]'
+	touch $(RELEASE_STAMP)
 
 # Programs from the OS the tests need: rrdtool for the RRD telemetry example
 # (fonts-dejavu-core so its graphs can draw text). Installed when missing and
@@ -48,6 +60,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ping_pong/run.py
 	$(PY) benchmarks/queues/run.py
+
+# The documentation site (mkdocs.yml, pages in docs/), built into site/; warnings fail it.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The release archives: sdist and wheel in dist/, checked as PyPI would (twine check --strict).
+dist: $(RELEASE_STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist
+	$(VENV)/bin/twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
