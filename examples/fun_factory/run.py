@@ -90,11 +90,13 @@ def _queue_cell(statistics: dict[str, Any] | None) -> str:
     return ", ".join(f"{q.get('pending', '?')} / {q.get('errors', '?')}" for q in queues.values())
 
 
-def service_table(factory: FunFactory, snapshot: dict[str, Any]) -> Table:
-    """One row per service: process, calls, errors, latency, queues."""
+def service_table(factory: FunFactory, snapshot: dict[str, Any], width: int = 200) -> Table:
+    """One row per service: process, calls, errors, latency, queues (the route too, if there is room)."""
     table = Table(title="Fun Factory services", title_justify="left", expand=False)
-    for column in ("service", "pid", "state", "route", "calls", "errors", "p50 ms", "p99 ms",
-                   "queue pending / errors"):
+    show_route = width >= 110
+    columns = ["service", "pid", "state", *(["route"] if show_route else []), "calls", "errors",
+               "p50 ms", "p99 ms", "queue pending / errors"]
+    for column in columns:
         table.add_column(column, justify="right" if column in ("pid", "calls", "errors", "p50 ms", "p99 ms")
                          else "left")
     for name in SERVICES:
@@ -106,7 +108,8 @@ def service_table(factory: FunFactory, snapshot: dict[str, Any]) -> Table:
         state = Text("up", style="green") if service.running and stats else (
             Text("not answering", style="yellow") if service.running else Text("down", style="red"))
         table.add_row(
-            name, str(service.process.pid if service.process else "-"), state, MAIN_ROUTE[name],
+            name, str(service.process.pid if service.process else "-"), state,
+            *([MAIN_ROUTE[name]] if show_route else []),
             str(call.get("calls", 0)), str(errors),
             f"{latency['p50']:.2f}" if latency.get("p50") is not None else "-",
             f"{latency['p99']:.2f}" if latency.get("p99") is not None else "-",
@@ -156,7 +159,8 @@ async def watch(factory: FunFactory, args: argparse.Namespace, console: Console,
                 tracked = await tracked_count(factory)
                 elapsed = time.monotonic() - started
                 line = progress_line(elapsed, result, tracked)
-                live.update(Group(Text(line, style="bold"), service_table(factory, snapshot)), refresh=True)
+                view = Group(Text(line, style="bold"), service_table(factory, snapshot, console.width))
+                live.update(view, refresh=True)
                 if not console.is_terminal and elapsed - last_line >= 5.0:
                     console.print(line)  # a log a CI run can read; the table shows once, at the end
                     last_line = elapsed
