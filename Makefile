@@ -39,6 +39,8 @@ $(RELEASE_STAMP): pyproject.toml | $(PY)
 # Programs from the OS the tests need: rrdtool for the RRD telemetry example
 # (fonts-dejavu-core so its graphs can draw text). Installed when missing and
 # we may (root, or passwordless sudo); otherwise a warning, and that test skips.
+# Also node (Node.js >= 18) for the JavaScript client's tests (tests/test_js_client.py),
+# which fail rather than skip without it.
 system-deps:
 	@if ! command -v rrdtool >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
@@ -46,6 +48,13 @@ system-deps:
 	    echo "installing rrdtool"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends rrdtool fonts-dejavu-core >/dev/null; \
 	  else echo "warning: rrdtool is missing and cannot be installed here; the RRD example test will skip" >&2; fi; \
+	fi
+	@if ! command -v node >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs >/dev/null; \
+	  else echo "warning: node is missing and cannot be installed here; the JavaScript client test will fail" >&2; fi; \
 	fi
 
 rrdtool-check:
@@ -62,7 +71,7 @@ test: system-deps $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests examples benchmarks clients
 	$(VENV)/bin/mypy src
 
 bench: $(STAMP)

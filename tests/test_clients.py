@@ -379,3 +379,19 @@ async def test_error_without_uid_reaches_the_only_caller() -> None:
         with pytest.raises(ProtocolErrorResponse, match="cannot parse"):
             await client.request("echo", {"message": "x"})
     server.close()
+
+
+async def test_error_for_another_uid_does_not_reach_the_only_caller() -> None:
+    stray = str(uuid.uuid4())
+
+    async def answer_other_uid(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b'{"uid":"' + stray.encode() + b'","status":600,"data":{"message":"not yours","details":null}}\n')
+        await writer.drain()
+        await reader.read()  # keep the connection open until the client leaves
+
+    server = await asyncio.start_server(answer_other_uid, "127.0.0.1", 0)
+    async with TcpClient("127.0.0.1", server.sockets[0].getsockname()[1], timeout=0.3) as client:
+        with pytest.raises(RequestTimeout):
+            await client.request("echo", {"message": "x"})
+    server.close()

@@ -274,7 +274,7 @@ class ResponseMatcher:
             return
         future = self.pending.get(uid) if uid is not None else None
         if future is None:
-            if len(self.pending) == 1 and response.status != 0:
+            if uid is None and len(self.pending) == 1 and response.status != 0:
                 # Errors the server could not tag (uid null) go to the only caller.
                 future = next(iter(self.pending.values()))
             else:
