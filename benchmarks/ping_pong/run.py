@@ -44,6 +44,10 @@ from workloads import (
 
 import ecosys
 
+# Helpers shared by every benchmark (this one runs as a script from its own folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from measuring import add_run_options, loop_factory, parse_run_options, uvloop_version  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 JSON_PATH = HERE / "last_run.json"
 SEQUENTIAL_TARGET = 0.75
@@ -144,15 +148,6 @@ class Outcome:
         return statistics.median(self.rates) if self.rates else None
 
 
-def new_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for *kind*; None means asyncio's default loop."""
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
-
-
 async def measure_all(
     rows: list[Row], servers: dict[str, ServerProcess], args: argparse.Namespace, loop_kind: str
 ) -> dict[str, dict[str, Outcome]]:
@@ -196,7 +191,7 @@ def run_loop(loop_kind: str, args: argparse.Namespace, run_dir: Path) -> dict[st
     try:
         for server in servers.values():
             server.start()
-        with asyncio.Runner(loop_factory=new_loop_factory(loop_kind)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(loop_kind)) as runner:
             outcomes = runner.run(measure_all(rows, servers, args, loop_kind))
     finally:
         for server in servers.values():
@@ -300,12 +295,6 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 
 def environment() -> dict[str, Any]:
     """What the numbers depend on besides the code."""
-    try:
-        import uvloop
-
-        uvloop_version = uvloop.__version__
-    except ImportError:
-        uvloop_version = None
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -313,7 +302,7 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "ecosys": ecosys.__version__,
-        "uvloop": uvloop_version,
+        "uvloop": uvloop_version(),
         "git": git_state(),
     }
 
@@ -337,26 +326,8 @@ def git_state() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.0,
-                        help="measured seconds per repetition of each case (default 1.0)")
-    parser.add_argument("--warmup", type=float, default=0.25,
-                        help="seconds run before each measurement starts (default 0.25)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="repetitions per case; the median is reported (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 repetition of 0.2 s per case, 0.05 s warm-up")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
-                        help="event loop kind(s) to run (default both)")
-    parser.add_argument("--json", type=Path, default=JSON_PATH,
-                        help=f"where to write the results (default {JSON_PATH.name} here)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 if a target is missed or a case failed")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.warmup, args.repeats = 0.2, 0.05, 1
-    if args.seconds <= 0 or args.warmup < 0 or args.repeats < 1:
-        parser.error("--seconds must be > 0, --warmup >= 0 and --repeats >= 1")
-    return args
+    add_run_options(parser, seconds=1.0, warmup=0.25, quick=(0.2, 0.05), json_path=JSON_PATH)
+    return parse_run_options(parser, argv)
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -10,35 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ecosys import Client, TcpClient, UdpClient, UdsClient
 
+# Helpers shared by every benchmark (this one runs as a script from its own folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from measuring import BenchError, Progress, run_for  # noqa: E402
+
 WINDOW = 64
 STOP_TIMEOUT = 5.0
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 
-Worker = Callable[["Progress"], Awaitable[None]]
+Worker = Callable[[Progress], Awaitable[None]]
 Workload = contextlib.AbstractAsyncContextManager[list[Worker]]
 StreamOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-
-
-class BenchError(Exception):
-    """A workload saw a wrong answer or stalled."""
-
-
-class Progress:
-    """Round trips completed so far by the workers of one measurement."""
-
-    __slots__ = ("count", "running")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.running = True
 
 
 async def measure(workload: Workload, warmup: float, seconds: float) -> float:
@@ -49,9 +41,9 @@ async def measure(workload: Workload, warmup: float, seconds: float) -> float:
         try:
             # The window opens and closes on snapshots of a running count, so
             # connection set-up and the final drain never fall inside it.
-            await _run_for(tasks, warmup)
+            await run_for(tasks, warmup)
             start_count, start = progress.count, time.perf_counter()
-            await _run_for(tasks, seconds)
+            await run_for(tasks, seconds)
             end_count, end = progress.count, time.perf_counter()
             progress.running = False
             done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
@@ -67,12 +59,6 @@ async def measure(workload: Workload, warmup: float, seconds: float) -> float:
             await asyncio.gather(*tasks, return_exceptions=True)
     return (end_count - start_count) / (end - start)
 
-
-async def _run_for(tasks: list[asyncio.Future[None]], seconds: float) -> None:
-    done, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
-    for task in done:
-        task.result()
-        raise BenchError("a worker returned before it was asked to stop")
 
 
 # ----- ecosys --------------------------------------------------------------

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,10 @@ from workloads import (
 )
 
 import ecosys
+
+# Helpers shared by every benchmark (this one runs as a script from its own folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from measuring import add_run_options, loop_factory, parse_run_options, uvloop_version  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -266,15 +269,6 @@ class Bench:
         return await measure_delivery(uds, sender, first, count, timeout=max(60.0, count / 100))
 
 
-def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for *kind*; None is asyncio's default loop."""
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
-
-
 # ----- results --------------------------------------------------------------------------
 
 
@@ -462,12 +456,6 @@ def describe_code(state: dict[str, Any]) -> str:
 
 def environment() -> dict[str, Any]:
     """What the numbers depend on besides the code."""
-    try:
-        import uvloop
-
-        uvloop_version = uvloop.__version__
-    except ImportError:
-        uvloop_version = None
     import sqlite3
 
     return {
@@ -475,7 +463,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "ecosys": ecosys.__version__,
-        "uvloop": uvloop_version,
+        "uvloop": uvloop_version(),
         "sqlite": sqlite3.sqlite_version,
         "request_bytes": len(sample_requests(1)[0]),
     }
@@ -487,29 +475,11 @@ def environment() -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="measured seconds per repetition of each rate case (default 3)")
-    parser.add_argument("--warmup", type=float, default=0.3,
-                        help="seconds run before each measurement window (default 0.3)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="repetitions per case; the median is reported (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 repetition of 0.3 s per case, 0.1 s warm-up")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
-                        help="event loop kind(s) to measure (default both)")
+    add_run_options(parser, seconds=3.0, warmup=0.3, quick=(0.3, 0.1), json_path=JSON_PATH)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the temporary data directory goes (default: the system "
                              "temp dir); every queue file and the sqlite baseline go there")
-    parser.add_argument("--json", type=Path, default=JSON_PATH,
-                        help=f"where to write the results (default {JSON_PATH.name} here)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 if a target is missed or a case failed")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.warmup, args.repeats = 0.3, 0.1, 1
-    if args.seconds <= 0 or args.warmup < 0 or args.repeats < 1:
-        parser.error("--seconds must be > 0, --warmup >= 0 and --repeats >= 1")
-    return args
+    return parse_run_options(parser, argv)
 
 
 class Interrupted(BaseException):

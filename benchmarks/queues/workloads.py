@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,22 +17,12 @@ from models import Order, order
 
 from ecosys import UdsClient, new_uid
 
+# Helpers shared by every benchmark (this one runs as a script from its own folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from measuring import BenchError, Progress, run_for  # noqa: E402
+
 STOP_TIMEOUT = 15.0
 POLL_INTERVAL = 0.005
-
-
-class BenchError(Exception):
-    """A wrong answer, a failed delivery, or a stall."""
-
-
-class Progress:
-    """Requests answered so far by the workers of one measurement."""
-
-    __slots__ = ("count", "running")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.running = True
 
 
 # ----- N coroutines sharing one persistent UdsClient --------------------------------
@@ -60,12 +51,6 @@ async def _worker(client: UdsClient, route: str, check: Check, seqs: Any, progre
         progress.count += 1
 
 
-async def _run_for(tasks: list[asyncio.Task[None]], seconds: float) -> None:
-    done, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
-    for task in done:
-        task.result()
-        raise BenchError("a worker returned before it was asked to stop")
-
 
 async def measure_requests(
     uds: str, route: str, check: Check, concurrency: int, warmup: float, seconds: float
@@ -82,9 +67,9 @@ async def measure_requests(
              for _ in range(concurrency)]
     try:
         # Counting runs across the window's edges: connecting and draining stay outside it.
-        await _run_for(tasks, warmup)
+        await run_for(tasks, warmup)
         start_count, start = progress.count, time.perf_counter()
-        await _run_for(tasks, seconds)
+        await run_for(tasks, seconds)
         end_count, end = progress.count, time.perf_counter()
         progress.running = False
         done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
