@@ -467,18 +467,15 @@ class Collector:
                                         [(s, "errors", s.label, "") for s in failing], "%8.2lf")
         latency = by_kind.get("latency", [])
         if latency:
-            lines = []
-            for s in latency:
-                lines.append((s, "p99", f"{s.label} p99", ""))
-                lines.append((s, "p50", f"{s.label} p50", ":dashes"))
+            lines = [line for s in latency
+                     for line in ((s, "p99", f"{s.label} p99", ""), (s, "p50", f"{s.label} p50", ":dashes"))]
             yield "latency", self._lines(f"{title}: latency (p50 dashed, p99 solid)", "ms",
                                          lines, "%8.3lf", paired=True)
         queues = by_kind.get("queue", [])
         if queues:
-            lines = []
-            for s in queues:
-                lines.append((s, "pending", f"{s.key} pending", ""))
-                lines.append((s, "errors", f"{s.key} errors", ":dashes"))
+            lines = [line for s in queues
+                     for line in ((s, "pending", f"{s.key} pending", ""),
+                                  (s, "errors", f"{s.key} errors", ":dashes"))]
             yield "queues", self._lines(f"{title}: queue sizes (errors dashed)", "entries",
                                         lines, "%8.0lf", paired=True)
         for s in by_kind.get("up", []):

@@ -234,25 +234,27 @@ def run_fresh(coro: Coroutine[Any, Any, T]) -> T:
 # ----- metric families --------------------------------------------------------------
 
 
+F = TypeVar("F", GaugeMetricFamily, CounterMetricFamily)
+
+
 class _Families:
     """Metric families by name, created on first use, so only families with samples are exposed."""
 
     def __init__(self) -> None:
         self.items: dict[str, Metric] = {}
 
-    def gauge(self, name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    def _family(self, kind: type[F], name: str, doc: str, labels: list[str]) -> F:
         family = self.items.get(name)
         if family is None:
-            family = self.items[name] = GaugeMetricFamily(name, doc, labels=labels)
-        assert isinstance(family, GaugeMetricFamily)
+            family = self.items[name] = kind(name, doc, labels=labels)
+        assert isinstance(family, kind)
         return family
 
+    def gauge(self, name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+        return self._family(GaugeMetricFamily, name, doc, labels)
+
     def counter(self, name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
-        family = self.items.get(name)
-        if family is None:
-            family = self.items[name] = CounterMetricFamily(name, doc, labels=labels)
-        assert isinstance(family, CounterMetricFamily)
-        return family
+        return self._family(CounterMetricFamily, name, doc, labels)
 
 
 def _number(value: Any) -> float | None:
