@@ -46,3 +46,38 @@ def test_base_example_answers(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_javascript_echo_client_over_every_transport(tmp_path: Path) -> None:
+    import shutil
+    import socket
+
+    node = shutil.which("node")
+    assert node is not None, "node (Node.js >= 18) is needed for the JavaScript example; `make test` installs it"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sock = tmp_path / "echo.sock"
+    env = dict(os.environ, ECOENV_DEFAULT_DIR=str(tmp_path))
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "echo" / "echo_server.py"), "-i", "js",
+         "--tcp", f"127.0.0.1:{port}", "--udp", f"127.0.0.1:{port}", "--uds", str(sock)],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "listening on" in server.stdout.readline()
+        for url in (f"tcp://127.0.0.1:{port}", f"udp://127.0.0.1:{port}", f"uds://{sock}"):
+            result = subprocess.run([node, str(ROOT / "examples" / "echo" / "echo_client.mjs"), url, "hi from node"],
+                                    capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.stdout.strip() == f"{url}: hi from node"
+        # A refused request: exit status 1 and the reason, as echo_client.py does.
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+        result = subprocess.run([node, str(ROOT / "examples" / "echo" / "echo_client.mjs"), f"tcp://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and "failed:" in result.stdout, result.stdout + result.stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
