@@ -146,7 +146,9 @@ class FunFactory:
         assert service.process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            text = service.console.read_bytes()[offset:].decode(errors="replace")
+            with service.console.open("rb") as console:  # a few hundred bytes at most
+                console.seek(offset)
+                text = console.read().decode(errors="replace")
             if BANNER in text:
                 return
             if service.process.returncode is not None:

@@ -226,7 +226,9 @@ async def summarize(factory: FunFactory, result: DriveResult, log: ClientLog, co
     if ok_uids:
         uid = ok_uids[len(ok_uids) // 2]
         in_db = "and in the tracker's database" if uid in tracked else "but NOT in the tracker's database"
-        console.print(f"One message, one uid: {uid} is in {', '.join(uid_trail(factory, log, uid))} {in_db}.")
+        # Whole log files are searched: off the event loop.
+        places = await asyncio.to_thread(uid_trail, factory, log, uid)
+        console.print(f"One message, one uid: {uid} is in {', '.join(places)} {in_db}.")
     if not drained:
         console.print("[yellow]the tracking queue did not drain in time")
     return bool(answered) and not missing and drained
