@@ -395,3 +395,68 @@ async def test_error_for_another_uid_does_not_reach_the_only_caller() -> None:
         with pytest.raises(RequestTimeout):
             await client.request("echo", {"message": "x"})
     server.close()
+
+
+async def test_gathered_requests_share_writes_and_all_get_answers(uds_server: UdsServer) -> None:
+    # 64 callers on one connection: requests written while others are in flight
+    # are gathered, and every caller still gets its own answer.
+    async with UdsClient(uds_server.path) as client:
+        await client.request("echo", {"message": "warm-up"})
+        connection = client._connection
+        assert connection is not None
+        writes = 0
+        transport = connection.transport
+        assert transport is not None
+        original_write = transport.write
+
+        def counting_write(data: bytes) -> None:
+            nonlocal writes
+            writes += 1
+            original_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+
+        async def caller(i: int) -> None:
+            for j in range(10):
+                reply = await client.request("echo", {"message": f"{i}-{j}"})
+                assert reply == {"message": f"{i}-{j}"}
+
+        await asyncio.gather(*(caller(i) for i in range(64)))
+        assert writes < 640, "requests in flight together should share writes"
+
+
+async def test_gathered_request_lost_with_the_connection_is_retried(router: Router, short_tmp: Path) -> None:
+    seen: list[str] = []
+    release = asyncio.Event()
+    first_arrived = asyncio.Event()
+
+    @endpoint("hold", registry=router.registry)
+    async def hold(request: Echo) -> Echo:
+        seen.append(request.message)
+        if request.message == "first":
+            first_arrived.set()
+            await release.wait()
+        return request
+
+    server = UdsServer(router, str(short_tmp / "g.sock"))
+    await server.start()
+    client = UdsClient(server.path, retries=2, retry_delay=0.01)
+    try:
+        first = asyncio.create_task(client.request("hold", {"message": "first"}))
+        await asyncio.wait_for(first_arrived.wait(), 5)
+        # Both start in the next loop iteration; the first is still in flight, so
+        # they are gathered, and the connection dies before the gathered write.
+        second = asyncio.create_task(client.request("hold", {"message": "second"}))
+        third = asyncio.create_task(client.request("hold", {"message": "third"}))
+        connection = client._connection
+        assert connection is not None
+        asyncio.get_running_loop().call_soon(connection.abort, ConnectionLost("dropped by the test"))
+        with pytest.raises(ConnectionLost):
+            await first  # it was sent: it may have run, so it is not retried
+        assert await second == {"message": "second"}
+        assert await third == {"message": "third"}
+        assert seen.count("second") == 1 and seen.count("third") == 1
+    finally:
+        release.set()
+        await client.close()
+        await server.close(1)

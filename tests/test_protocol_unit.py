@@ -185,3 +185,40 @@ async def test_uppercase_uid_is_echoed_as_sent(router: Router) -> None:
     uid = "0B8E2A10-2B6A-4D7E-9A55-3C2B1F0E9D11"
     resp = await answer(router, {"uid": uid, "route_key": "echo", "data": {"message": "x"}})
     assert resp["status"] == 0 and resp["uid"] == uid
+
+
+class Item(BaseModel):
+    name: str
+
+
+async def test_handler_signatures_all_receive_their_arguments() -> None:
+    registry = Registry()
+
+    @endpoint("plain", registry=registry)
+    async def plain(request: Item) -> str:
+        return request.name
+
+    @endpoint("keyword_only", registry=registry)
+    async def keyword_only(*, request: Item) -> str:
+        return request.name
+
+    @endpoint("uid_first", registry=registry)
+    async def uid_first(uid: str, request: Item) -> str:
+        return f"{uid}:{request.name}"
+
+    @endpoint("uid_last", registry=registry)
+    async def uid_last(request: Item, uid: str) -> str:
+        return f"{request.name}:{uid}"
+
+    @endpoint("nothing", registry=registry)
+    async def nothing() -> str:
+        return "none"
+
+    router = Router(registry)
+    uid = str(uuid.uuid4())
+    data = {"name": "x"}
+    expected = {"plain": "x", "keyword_only": "x", "uid_first": f"{uid}:x",
+                "uid_last": f"x:{uid}", "nothing": "none"}
+    for route, value in expected.items():
+        resp = await answer(router, {"uid": uid, "route_key": route, "data": data})
+        assert resp == {"uid": uid, "status": 0, "data": value}, route

@@ -181,7 +181,7 @@ async def measure_all(
 
 def run_loop(loop_kind: str, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Start both servers on *loop_kind*, measure every row from a client on the same loop kind."""
-    rows = all_rows()
+    rows = [row for row in all_rows() if not args.cases or row.key in args.cases]
     servers = {
         "ecosys": ServerProcess(f"ecosys_{loop_kind}", "ecosys_server.py", loop_kind, run_dir,
                                 ("-i", "bench")),
@@ -327,7 +327,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_run_options(parser, seconds=1.0, warmup=0.25, quick=(0.2, 0.05), json_path=JSON_PATH)
-    return parse_run_options(parser, argv)
+    keys = [row.key for row in all_rows()]
+    parser.add_argument("--cases", type=lambda text: text.split(","), default=None,
+                        metavar="KEY[,KEY...]",
+                        help="measure only these rows (default all): " + ", ".join(keys))
+    args = parse_run_options(parser, argv)
+    unknown = sorted(set(args.cases or ()) - set(keys))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(keys)}")
+    return args
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -126,7 +126,7 @@ def decode_request(line: bytes) -> Request:
     uid = obj.get("uid")
     if uid is None:
         uid = new_uid()
-    elif not is_valid_uid(uid):
+    elif type(uid) is not str or _CANONICAL_UUID(uid) is None:  # is_valid_uid, inlined
         raise ProtocolViolation("uid is not a UUID string", details={"uid": _printable(uid)})
     route_key = obj.get("route_key")
     if route_key is None:

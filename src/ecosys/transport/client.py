@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections.abc import Awaitable, Coroutine
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -42,6 +43,11 @@ from ..telemetry.stats import stats
 from ..tracking import current_uid
 
 log = logging.getLogger("ecosys.client")
+
+# Gathered requests are written once this many are waiting, without waiting for
+# the end of the loop iteration: the server starts on the first ones while the
+# client prepares the rest, instead of the two processes taking turns.
+GATHER_LIMIT = 8
 
 T = TypeVar("T")
 
@@ -155,7 +161,8 @@ class Client:
                 f"response to {route_key!r} does not fit {response_model!r}: {exc}"
             ) from exc
 
-    async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
+    def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
+        """Send *payload* and return an awaitable of the response (one attempt)."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -193,7 +200,7 @@ class ResponseMatcher:
     async def wait(
         self, loop: asyncio.AbstractEventLoop, uid: str, write: Any, payload: bytes, timeout: float
     ) -> Response:
-        """Register *uid*, write the payload and wait for the matching response."""
+        """Register *uid*, call ``write(uid, payload)`` and wait for the matching response."""
         # Requests sent while handling one request share its uid; responses are
         # matched by uid, so a second request with the same uid waits its turn.
         while True:
@@ -221,7 +228,7 @@ class ResponseMatcher:
         if self._timer is None or deadline < self._timer_at:
             self._arm(loop, deadline)
         try:
-            write(payload)
+            write(uid, payload)
             return await future
         except RequestTimeout:
             self._abandon(loop, uid, timeout)
@@ -303,14 +310,24 @@ class ResponseMatcher:
 
 
 class StreamClientProtocol(asyncio.Protocol):
-    """One client connection: writes requests, reads response lines, answers heartbeats."""
+    """One client connection: writes requests, reads response lines, answers heartbeats.
+
+    Requests written while other requests are in flight are gathered and sent
+    with one system call at the end of the event-loop iteration: when a read
+    of many responses wakes many callers that each send their next request,
+    the socket sees one write, not one per request. A request alone on the
+    connection is written at once, so one-at-a-time callers wait for nothing.
+    """
 
     def __init__(self, max_message_size: int) -> None:
         self.matcher = ResponseMatcher()
         self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
         self._splitter = LineSplitter(max_message_size)
         self._ack: asyncio.Future[None] | None = None
+        self._out: list[bytes] | None = None  # gathered requests, flushed by _flush
+        self._out_uids: list[str] = []  # their uids, failed as "not sent" if the connection drops
 
     @property
     def alive(self) -> bool:
@@ -322,6 +339,7 @@ class StreamClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._fail_unsent()
         reason = f": {exc}" if exc else ""
         self.matcher.fail_all(ConnectionLost(f"connection closed while waiting for a response{reason}"))
         if self._ack is not None and not self._ack.done():
@@ -350,23 +368,54 @@ class StreamClientProtocol(asyncio.Protocol):
 
     def abort(self, exc: Exception) -> None:
         """Fail every caller with *exc* and drop the connection."""
+        self._fail_unsent()
         self.matcher.fail_all(exc)
         if self.transport is not None:
             self.transport.abort()
 
-    async def request(
+    def request(
         self, loop: asyncio.AbstractEventLoop, uid: str, payload: bytes, timeout: float
-    ) -> Response:
-        """Send one request on this connection and wait for its response."""
-        if not self.alive:
-            raise ConnectFailed("connection closed before the request was sent")
-        return await self.matcher.wait(loop, uid, self._write, payload, timeout)
+    ) -> Coroutine[Any, Any, Response]:
+        """Send one request on this connection; await the result for its response.
 
-    def _write(self, payload: bytes) -> None:
+        A connection that is closed fails it with ConnectFailed, raised by _write.
+        """
+        # Returned, not awaited here: one coroutine frame less on every resumption.
+        return self.matcher.wait(loop, uid, self._write, payload, timeout)
+
+    def _write(self, uid: str, payload: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectFailed("connection closed before the request was sent")
-        transport.write(payload)
+        out = self._out
+        if out is not None:
+            out.append(payload)
+            self._out_uids.append(uid)
+            if len(out) >= GATHER_LIMIT:
+                self._flush()
+        elif len(self.matcher.pending) <= 1:
+            transport.write(payload)  # alone on the connection: nothing to wait for
+        else:
+            self._out = [payload]
+            self._out_uids.append(uid)
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        self._out_uids.clear()
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _fail_unsent(self) -> None:
+        # Gathered requests that never reached the socket are safe to retry.
+        self._out = None
+        pending = self.matcher.pending
+        for uid in self._out_uids:
+            future = pending.get(uid)
+            if future is not None and not future.done():
+                future.set_exception(ConnectFailed("connection closed before the request was sent"))
+        self._out_uids.clear()
 
     async def heartbeat(self, timeout: float) -> None:
         """Send ENQ and wait for ACK; close the connection if none arrives in time."""
@@ -462,12 +511,21 @@ class StreamClient(Client):
                 return
             await connection.heartbeat(self.heartbeat_timeout)
 
-    async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
-        loop = asyncio.get_running_loop()
+    def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
+        # A plain function returning the awaitable: on the common path (the
+        # shared connection is up) the caller awaits the matcher directly.
         if self.persistent:
             connection = self._connection
-            if connection is None or not connection.alive or self._loop is not loop:
-                connection = await self._shared_connection()
+            loop = self._loop
+            if connection is not None and connection.alive and loop is not None:
+                if loop is asyncio.get_running_loop():
+                    return connection.request(loop, uid, payload, timeout)
+        return self._exchange_connecting(uid, payload, timeout)
+
+    async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
+        loop = asyncio.get_running_loop()
+        if self.persistent:
+            connection = await self._shared_connection()
             return await connection.request(loop, uid, payload, timeout)
         connection = await self._connect()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from ..protocol import (
     HEARTBEAT_REPLY,
@@ -96,6 +96,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self._out: list[bytes] | None = None
         self._in_data = False
         self._denied: str | None = None  # the peer's address, if not on the allowlist
+        self._closed = False  # set by close(): the lines still unread are dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -135,7 +136,7 @@ class StreamServerProtocol(asyncio.Protocol):
         try:
             for line in lines:
                 self._line_received(line)
-                if self._transport is None or self._transport.is_closing():
+                if self._closed:
                     return
             if overflow:
                 self._reject_oversized()
@@ -158,7 +159,7 @@ class StreamServerProtocol(asyncio.Protocol):
         if type(prepared) is bytes:
             self._write(prepared)
             return
-        assert isinstance(prepared, PreparedCall)
+        prepared = cast(PreparedCall, prepared)
         self._in_flight += 1
         if prepared.endpoint.stores_without_task:
             # Queued endpoints: acknowledged from a commit callback, no task at all.
@@ -166,7 +167,7 @@ class StreamServerProtocol(asyncio.Protocol):
         else:
             # Only handlers that suspend get a task; they take several loop
             # iterations anyway, so a done callback costs them little.
-            pending = start_eagerly(self._loop, self._run(prepared))
+            pending = start_eagerly(self._loop, self._router.serve(prepared, self._respond))
         if pending is not None:
             in_flight = self._server.in_flight
             if pending not in in_flight:  # one commit can carry many requests
@@ -189,12 +190,6 @@ class StreamServerProtocol(asyncio.Protocol):
         self._write(line)
         self._finished()
 
-    async def _run(self, call: PreparedCall) -> None:
-        try:
-            self._write(await self._router.run(call))
-        finally:
-            self._finished()
-
     def _finished(self) -> None:
         self._in_flight -= 1
         if self._reading_paused:
@@ -213,9 +208,8 @@ class StreamServerProtocol(asyncio.Protocol):
         # Responses are gathered and sent with one write: a read of many
         # pipelined requests, or a group commit waking many handlers, costs one
         # system call instead of one per response.
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
+        if self._transport is None:
+            return  # a closing transport is checked once per flush, in _flush_out
         out = self._out
         if out is None:
             self._out = [payload]
@@ -269,6 +263,7 @@ class StreamServerProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection, flushing what was written."""
+        self._closed = True
         if self._transport is not None and not self._transport.is_closing():
             self._flush_out()
             self._transport.close()

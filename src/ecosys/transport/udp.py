@@ -133,6 +133,12 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
             return
         self.matcher.deliver(response)
 
+    def send(self, uid: str, payload: bytes) -> None:
+        """Send one request datagram (the matcher's write callback)."""
+        if self.transport is None:
+            raise ConnectFailed("UDP socket closed")
+        self.transport.sendto(payload)
+
     def error_received(self, exc: Exception) -> None:
         # On a connected UDP socket the ICMP "port unreachable" arrives here:
         # nobody listens, so the requests surely were not processed.
@@ -190,7 +196,7 @@ class UdpClient(Client):
         if transport is None:
             raise ConnectFailed("UDP socket closed")
         assert self._loop is not None
-        return await protocol.matcher.wait(self._loop, uid, transport.sendto, payload, timeout)
+        return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
 
     async def close(self) -> None:
         """Close the socket."""
