@@ -80,3 +80,56 @@ async def test_torn_move_keeps_the_newer_copy(tmp_path: Path) -> None:
     assert [e.uid for e in live] == ["u1", "u2"] and pair.error_count == 0
     assert (await pair.push("u3", b"{}")).seq == second.seq + 1
     await pair.close()
+
+
+async def test_commit_listeners_hear_the_outcome_in_order(tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    heard: list[tuple[str, BaseException | None]] = []
+
+    def listener(name: str, seen_on_disk: bool = True):  # type: ignore[no-untyped-def]
+        def hear(error: BaseException | None) -> None:
+            # Called once the row is committed: a fresh connection already sees it.
+            if error is None and seen_on_disk:
+                assert any(uid == name for _, uid in rows(tmp_path / "q.sqlite"))
+            heard.append((name, error))
+        return hear
+
+    def broken(error: BaseException | None) -> None:
+        raise RuntimeError("listener bug")
+
+    futures = [
+        queue.insert_nowait([Entry(seq=1, uid="a", request=b"{}")], on_commit=listener("a")),
+        queue.insert_nowait([Entry(seq=2, uid="b", request=b"{}")], on_commit=broken),
+        queue.insert_nowait([Entry(seq=3, uid="c", request=b"{}")], on_commit=listener("c")),
+    ]
+    assert all(f is not None for f in futures)
+    await asyncio.gather(*futures)  # type: ignore[arg-type]
+    assert heard == [("a", None), ("c", None)], "a broken listener must not silence the others"
+
+    # A commit that fails reaches its listeners with the exception.
+    def fail(batch: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    queue._apply_sync = fail  # type: ignore[method-assign]
+    failed = queue.insert_nowait([Entry(seq=4, uid="d", request=b"{}")],
+                                 on_commit=listener("d", seen_on_disk=False))
+    assert failed is not None
+    try:
+        await failed
+    except sqlite3.OperationalError:
+        pass
+    assert heard[-1][0] == "d" and isinstance(heard[-1][1], sqlite3.OperationalError)
+    del queue._apply_sync  # type: ignore[attr-defined]
+    await queue.close()
+
+
+async def test_no_listener_call_when_no_commit_is_awaited(tmp_path: Path) -> None:
+    # With max_uncommitted > 0 an insert needs no commit: no future, no listener.
+    queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=10)
+    await queue.open()
+    heard: list[object] = []
+    assert queue.insert_nowait([Entry(seq=1, uid="a", request=b"{}")], on_commit=heard.append) is None
+    await queue.flush()
+    assert heard == []
+    await queue.close()

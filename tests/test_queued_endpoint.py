@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -177,6 +178,43 @@ async def test_pending_work_resumes_after_restart(tmp_path: Path) -> None:
     async with running_app(job_registry({}, seen), tmp_path) as (_, client):
         await eventually(lambda: len(seen) == 10)
     assert [n for n, _ in seen] == list(range(10))
+
+
+def busy_registry(seen: list[int]) -> Registry:
+    """A queued endpoint whose handler works 0.2 ms without ever suspending."""
+    registry = Registry()
+
+    @queued_endpoint("jobs", registry=registry)
+    async def jobs(request: Job) -> bool:
+        time.sleep(0.0002)  # stands for CPU work: the handler never gives the loop a turn
+        seen.append(request.n)
+        return True
+
+    return registry
+
+
+async def test_backlog_does_not_hold_the_loop(tmp_path: Path) -> None:
+    # 1,500 waiting requests handled back to back would hold the loop for 0.3 s:
+    # the worker must give the loop a turn every few milliseconds.
+    seen: list[int] = []
+    async with running_app(busy_registry(seen), tmp_path) as (_, client):
+        await client.request("eco.queued_handler.processing.pause", {"queue_route_key": "jobs"})
+        await asyncio.gather(*(client.request("jobs", {"n": n}) for n in range(1500)))
+        loop = asyncio.get_running_loop()
+        worst = 0.0
+
+        async def probe() -> None:
+            nonlocal worst
+            while len(seen) < 1500:
+                before = loop.time()
+                await asyncio.sleep(0.001)
+                worst = max(worst, loop.time() - before - 0.001)
+
+        watcher = asyncio.create_task(probe())
+        await client.request("eco.queued_handler.processing.unpause", {"queue_route_key": "jobs"})
+        await asyncio.wait_for(watcher, 30)
+        assert seen == list(range(1500))
+    assert worst < 0.05, f"the loop was held for {worst * 1000:.1f} ms"
 
 
 async def test_queues_need_a_queue_dir(tmp_path: Path) -> None:

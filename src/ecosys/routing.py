@@ -314,32 +314,29 @@ class Router:
         uid = call.uid
         route_key = call.endpoint.route_key
         started = perf_counter()
+        stats = self.stats
+
+        def stored(error: BaseException | None) -> None:
+            if error is None:
+                stats.record("endpoints", route_key, 0, perf_counter() - started)
+                respond(encode_success_json(uid, b'{"uid":"' + uid.encode() + b'"}'))
+            else:
+                stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
+                respond(_storage_failure(uid, error))
+
         try:
-            committed = call.endpoint.store_nowait(uid, call.value)  # type: ignore[attr-defined]
+            committed = call.endpoint.store_nowait(uid, call.value, stored)  # type: ignore[attr-defined]
         except Reject as exc:
-            self.stats.record("endpoints", route_key, exc.status, perf_counter() - started)
+            stats.record("endpoints", route_key, exc.status, perf_counter() - started)
             respond(encode_error(uid, exc.status, exc.message, exc.details))
             return None
         except Exception as exc:
             log.exception("storing a request for %r failed", route_key)
-            self.stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
+            stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
             respond(_storage_failure(uid, exc))
             return None
-        ack = encode_success_json(uid, b'{"uid":"' + uid.encode() + b'"}')
         if committed is None:
-            self.stats.record("endpoints", route_key, 0, perf_counter() - started)
-            respond(ack)
-            return None
-
-        def answer(future: asyncio.Future[None]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                self.stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
-                respond(_storage_failure(uid, future.exception() if not future.cancelled() else None))
-            else:
-                self.stats.record("endpoints", route_key, 0, perf_counter() - started)
-                respond(ack)
-
-        committed.add_done_callback(answer)
+            stored(None)
         return committed
 
     async def handle(self, line: bytes) -> bytes:

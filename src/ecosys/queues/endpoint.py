@@ -25,6 +25,8 @@ log = logging.getLogger("ecosys.queues")
 
 # How long a worker waits after the queue files refused a write before trying again.
 STORE_FAILURE_DELAY = 5.0
+# The longest the worker runs handlers back to back before letting the loop serve others.
+WORK_SLICE = 0.005
 
 
 class QueuedEndpoint(Endpoint, QueueStorage):
@@ -106,12 +108,17 @@ class QueuedEndpoint(Endpoint, QueueStorage):
             await committed
         return {"uid": uid}
 
-    def store_nowait(self, uid: str, value: Any) -> asyncio.Future[None] | None:
+    def store_nowait(
+        self, uid: str, value: Any, on_stored: Callable[[BaseException | None], None] | None = None
+    ) -> asyncio.Future[None] | None:
         """Store a validated request; return the commit its acknowledgement must wait for.
 
         None means it may be acknowledged at once (max_uncommitted allows it).
-        Raises Reject (status 500) while receiving is paused or the queue is closed.
-        Servers use this to acknowledge without a task per request.
+        Otherwise *on_stored* (if given) is called with None once the request is
+        on disk, or with the exception if storing it failed, before the
+        returned future settles. Raises Reject (status 500) while receiving is
+        paused or the queue is closed. Servers use this to acknowledge without
+        a task per request.
         """
         if not self.receiving:
             raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
@@ -119,19 +126,21 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
         request = b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
-        entry, committed = pair.push_nowait(uid, request, value=(value,))
+        entry: Entry | None = None
+
+        def stored(error: BaseException | None) -> None:
+            # The worker gets the request only once it is on disk, as the caller is told.
+            assert entry is not None
+            if error is None:
+                self._make_ready(entry)
+            else:
+                pair.forget(entry)
+            if on_stored is not None:
+                on_stored(error)
+
+        entry, committed = pair.push_nowait(uid, request, value=(value,), on_commit=stored)
         if committed is None:
             self._make_ready(entry)
-            return None
-
-        def stored(future: asyncio.Future[None]) -> None:
-            # The worker gets the request only once it is on disk, as the caller is told.
-            if future.cancelled() or future.exception() is not None:
-                pair.forget(entry)
-            else:
-                self._make_ready(entry)
-
-        committed.add_done_callback(stored)
         return committed
 
     def _make_ready(self, entry: Entry) -> None:
@@ -144,12 +153,19 @@ class QueuedEndpoint(Endpoint, QueueStorage):
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wakeup is not None
+        slice_end = loop.time() + WORK_SLICE
         while not self._stopping:
             now = loop.time()
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, entry = heapq.heappop(self._delayed)
                 heapq.heappush(self._ready, (entry.seq, entry))
             if self.processing and self._ready:
+                if now >= slice_end:
+                    # Handlers that never suspend would otherwise keep the loop
+                    # from serving anything else until the backlog is gone.
+                    await asyncio.sleep(0)
+                    slice_end = loop.time() + WORK_SLICE
+                    continue
                 _, entry = heapq.heappop(self._ready)
                 try:
                     await self._process(entry)
@@ -169,6 +185,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
             except TimeoutError:
                 pass
+            slice_end = loop.time() + WORK_SLICE
 
     async def _process(self, entry: Entry) -> None:
         pair = self.pair
@@ -183,7 +200,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         entry.attempts += 1
         # Recorded before the handler runs (committed with the next batch), so an
         # attempt that kills the process still counts after the restart.
-        await pair.count_attempt(entry)
+        pair.count_attempt(entry)
         token = current_uid.set(entry.uid)
         started = perf_counter()
         try:
@@ -210,7 +227,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 due = asyncio.get_running_loop().time() + self.retry_delay
                 heapq.heappush(self._delayed, (due, entry.seq, entry))
                 return
-            await pair.done(entry)
+            pair.done(entry)
         finally:
             current_uid.reset(token)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EcosysError
-from .store import DurableQueue, Entry, Synchronous, select_entries
+from .store import CommitListener, DurableQueue, Entry, Synchronous, select_entries
 
 
 class EntryNotFound(EcosysError):
@@ -82,18 +82,20 @@ class QueuePair:
         return entry
 
     def push_nowait(
-        self, uid: str, request: bytes, group_key: str | None = None, value: Any = None
+        self, uid: str, request: bytes, group_key: str | None = None, value: Any = None,
+        on_commit: CommitListener | None = None,
     ) -> tuple[Entry, asyncio.Future[None] | None]:
         """Store a new entry; return it and the commit to wait for (None if none is due).
 
-        If that commit fails, call :meth:`forget` with the entry.
+        If that commit fails, call :meth:`forget` with the entry. *on_commit*
+        is called as :meth:`DurableQueue.insert_nowait` describes.
         """
         entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key,
                       value=value)
         self._next_seq += 1
         self.entries[entry.seq] = entry
         try:
-            committed = self.pending.insert_nowait([entry])
+            committed = self.pending.insert_nowait([entry], on_commit=on_commit)
         except BaseException:
             self.forget(entry)
             raise
@@ -103,14 +105,14 @@ class QueuePair:
         """Drop an entry whose insert failed from the in-memory view."""
         self.entries.pop(entry.seq, None)
 
-    async def done(self, entry: Entry) -> None:
-        """The entry was handled: forget it (committed with the next batch)."""
+    def done(self, entry: Entry) -> None:
+        """The entry was handled: forget it (removed from disk with the next commit)."""
         self.entries.pop(entry.seq, None)
-        await self.pending.delete([entry.seq])
+        self.pending.delete_nowait([entry.seq])
 
-    async def count_attempt(self, entry: Entry) -> None:
-        """Persist the entry's attempt count."""
-        await self.pending.set_attempts(entry)
+    def count_attempt(self, entry: Entry) -> None:
+        """Persist the entry's attempt count (with the next commit)."""
+        self.pending.set_attempts_nowait(entry)
 
     async def fail(self, entry: Entry, reason: str) -> None:
         """Move the entry to the error queue with *reason*."""
@@ -120,7 +122,7 @@ class QueuePair:
         await self.errors.insert([entry], durable=True)
         self.entries.pop(entry.seq, None)
         self.error_count += 1
-        await self.pending.delete([entry.seq])
+        self.pending.delete_nowait([entry.seq])
 
     async def error_entries(self, limit: int | None = None) -> list[Entry]:
         """The oldest entries of the error queue."""

@@ -248,7 +248,7 @@ class QueuedSender(QueueStorage):
             if error_states.is_raised(self.unreachable_state):
                 error_states.clear(self.unreachable_state)
             if response.status == Status.SUCCESS:
-                await pair.done(entry)
+                pair.done(entry)
                 self.delivered += 1
                 self._release(entry)
                 return
@@ -266,7 +266,7 @@ class QueuedSender(QueueStorage):
             await self._fail(entry, f"{reason} (gave up after {entry.attempts} attempts)")
             return
         assert self.pair is not None
-        await self.pair.count_attempt(entry)
+        self.pair.count_attempt(entry)
         delay = self.backoff(entry.attempts)
         # A dead target fails every message many times: say it at the start, then rarely.
         level = logging.INFO if entry.attempts == 1 or entry.attempts % 10 == 0 else logging.DEBUG

@@ -24,6 +24,7 @@ import orjson
 log = logging.getLogger("ecosys.queues")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+CommitListener = Callable[[BaseException | None], None]
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 SCHEMA = """
@@ -105,7 +106,7 @@ class _Batch:
     costs no disk write at all.
     """
 
-    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "done")
+    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "done", "listeners")
 
     def __init__(self) -> None:
         self.clear = False
@@ -114,6 +115,10 @@ class _Batch:
         self.attempts: dict[int, int] = {}
         self.inserts = 0
         self.done: asyncio.Future[None] | None = None
+        # Called in order with None (committed) or the error once the batch is
+        # settled: one plain call each, where a callback on the shared future
+        # would cost every waiter a scheduled handle.
+        self.listeners: list[CommitListener] = []
 
     def __bool__(self) -> bool:
         return bool(self.clear or self.rows or self.deletes or self.attempts)
@@ -211,9 +216,14 @@ class DurableQueue:
             await committed
 
     def insert_nowait(
-        self, entries: list[Entry], *, durable: bool | None = None
+        self, entries: list[Entry], *, durable: bool | None = None,
+        on_commit: CommitListener | None = None,
     ) -> asyncio.Future[None] | None:
-        """Store *entries*; return the future of the commit to wait for, or None if none is due."""
+        """Store *entries*; return the future of the commit to wait for, or None if none is due.
+
+        When a commit is due, *on_commit* (if given) is called with None once it
+        is done, or with the exception if it failed, before the future settles.
+        """
         batch = self._writable()
         for entry in entries:
             batch.rows[entry.seq] = _row(entry)
@@ -224,25 +234,34 @@ class DurableQueue:
         must_wait = durable if durable is not None else (
             self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
         )
-        return self._changed_nowait(wait=must_wait)
+        committed = self._changed_nowait(wait=must_wait)
+        if committed is not None and on_commit is not None:
+            batch.listeners.append(on_commit)
+        return committed
 
-    async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
-        """Remove the entries with these sequence numbers."""
+    def delete_nowait(self, seqs: list[int]) -> None:
+        """Remove the entries with these sequence numbers (committed with a later batch)."""
         batch = self._writable()
         for seq in seqs:
             batch.rows.pop(seq, None)
             batch.attempts.pop(seq, None)
             batch.deletes.add(seq)
-        await self._changed(wait=durable)
+        self._changed_nowait(wait=False)
 
-    async def set_attempts(self, entry: Entry) -> None:
+    async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
+        """Remove the entries with these sequence numbers; waits for the commit if *durable*."""
+        self.delete_nowait(seqs)
+        if durable:
+            await self._changed(wait=True)
+
+    def set_attempts_nowait(self, entry: Entry) -> None:
         """Record the attempt count of *entry* (committed with the next batch)."""
         batch = self._writable()
         if entry.seq in batch.rows:
             batch.rows[entry.seq] = _row(entry)
         else:
             batch.attempts[entry.seq] = entry.attempts
-        await self._changed(wait=False)
+        self._changed_nowait(wait=False)
 
     async def clear(self) -> None:
         """Remove every entry, durably."""
@@ -303,6 +322,7 @@ class DurableQueue:
                     self.commits += 1
             except Exception as exc:
                 log.error("queue %s: commit failed: %s", self.path.name, exc)
+                _notify(batch, exc)
                 if batch.done is not None and not batch.done.done():
                     batch.done.set_exception(exc)
                 continue
@@ -310,6 +330,7 @@ class DurableQueue:
                 # Counted until committed (or failed): the loss bound covers batches in flight.
                 self._uncommitted_inserts -= batch.inserts
                 self._committing = None
+            _notify(batch, None)
             if batch.done is not None and not batch.done.done():
                 batch.done.set_result(None)
         if self._batch and self._timer is None:
@@ -344,6 +365,16 @@ class DurableQueue:
             self._timer.cancel()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
+
+
+def _notify(batch: _Batch, error: BaseException | None) -> None:
+    for listener in batch.listeners:
+        try:
+            listener(error)
+        except Exception:
+            # One broken listener must not keep the others from hearing about the commit.
+            log.exception("a commit listener failed")
+    batch.listeners.clear()
 
 
 def select_entries(where: str = "", params: Sequence[Any] = (), limit: int | None = None
