@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from ecosys import ConfigurationError, Registry, Reject, Router, endpoint
-from ecosys.protocol import decode_request, encode_request, encode_success_json
+from ecosys.protocol import decode_request, encode_request, encode_request_json, encode_success_json
 
 
 async def answer(router: Router, obj: object) -> dict:
@@ -222,3 +222,11 @@ async def test_handler_signatures_all_receive_their_arguments() -> None:
     for route, value in expected.items():
         resp = await answer(router, {"uid": uid, "route_key": route, "data": data})
         assert resp == {"uid": uid, "status": 0, "data": value}, route
+
+
+def test_encode_request_json_escapes_the_route_key() -> None:
+    uid = str(uuid.uuid4())
+    line = encode_request_json(uid, 'odd "key"\n', b'{"n":1}')
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    request = decode_request(line[:-1])
+    assert (request.uid, request.route_key, request.data) == (uid, 'odd "key"\n', {"n": 1})

@@ -35,9 +35,9 @@ from ..protocol import (
     ProtocolViolation,
     Response,
     decode_response,
-    encode_request_json,
     is_valid_uid,
     new_uid,
+    request_line_middle,
 )
 from ..telemetry.stats import stats
 from ..tracking import current_uid
@@ -91,7 +91,9 @@ class Client:
         self.retry_delay = retry_delay
         self.retry_on_timeout = retry_on_timeout
         self.max_message_size = max_message_size
-        self._stat_keys: dict[str, str] = {}  # route key -> "route @ url", built once
+        # route key -> ("route @ url" for statistics, the request line's bytes
+        # between the uid and the data), built once per route key.
+        self._routes: dict[str, tuple[str, bytes]] = {}
 
     @property
     def url(self) -> str:
@@ -125,16 +127,20 @@ class Client:
             uid = current_uid.get() or new_uid()
         elif not is_valid_uid(uid):
             raise ValueError(f"uid must be a UUID string like {new_uid()!r}, got {uid!r}")
-        payload = encode_request_json(uid, route_key, encode_data(data))
+        route = self._routes.get(route_key)
+        if route is None:
+            route = self._routes[route_key] = (
+                f"{route_key} @ {self.url}", request_line_middle(route_key)
+            )
+        stat_key = route[0]
+        # The line encode_request_json makes, with the route key encoded once per client.
+        payload = b"".join((b'{"uid":"', uid.encode(), route[1], encode_data(data), b"}\n"))
         if len(payload) - 1 > self.max_message_size:
             raise TransportError(
                 f"request of {len(payload) - 1} bytes exceeds the maximum message size "
                 f"of {self.max_message_size}"
             )
         limit = self.timeout if timeout is None else timeout
-        stat_key = self._stat_keys.get(route_key)
-        if stat_key is None:
-            stat_key = self._stat_keys[route_key] = f"{route_key} @ {self.url}"
         attempt = 0
         started = perf_counter()
         while True:
@@ -359,22 +365,20 @@ class StreamClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         lines, overflow = self._splitter.feed(data)
+        deliver = self.matcher.deliver
         for line in lines:
-            self._line_received(line)
+            if line == b"\x06":
+                if self._ack is not None and not self._ack.done():
+                    self._ack.set_result(None)
+                continue
+            try:
+                response = decode_response(line)
+            except ProtocolViolation as exc:
+                self.abort(BadResponse(f"server sent an invalid response: {exc.message}"))
+                return
+            deliver(response)
         if overflow:
             self.abort(BadResponse(f"response exceeds the maximum size of {self._splitter.max_size} bytes"))
-
-    def _line_received(self, line: bytes) -> None:
-        if line == b"\x06":
-            if self._ack is not None and not self._ack.done():
-                self._ack.set_result(None)
-            return
-        try:
-            response = decode_response(line)
-        except ProtocolViolation as exc:
-            self.abort(BadResponse(f"server sent an invalid response: {exc.message}"))
-            return
-        self.matcher.deliver(response)
 
     def abort(self, exc: Exception) -> None:
         """Fail every caller with *exc* and drop the connection."""
@@ -529,7 +533,8 @@ class StreamClient(Client):
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop():
-                    return connection.request(loop, uid, payload, timeout)
+                    # connection.request, inlined
+                    return connection.matcher.wait(loop, uid, connection._write, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
     async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
