@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +86,40 @@ class Entry:
 
 
 _COLUMNS = "seq, generation, uid, request, attempts, group_key, created, reason, failed_at"
+
+
+_ROW_WIDTH = 9
+# A batch goes to SQLite in a few statements of many rows, not one statement per
+# row: every statement is a step that releases the GIL and must win it back
+# from the busy event loop, which makes a commit wait far longer than it works.
+# The sizes are fixed, so the statement cache holds one statement per size.
+_CHUNK_SIZES = (256, 32, 4, 1)
+
+
+def _insert_sql(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES {values}"
+
+
+def _delete_sql(count: int) -> str:
+    return f"DELETE FROM entries WHERE seq IN ({', '.join(['?'] * count)})"
+
+
+_INSERT_SQL = {size: _insert_sql(size) for size in _CHUNK_SIZES}
+_DELETE_SQL = {size: _delete_sql(size) for size in _CHUNK_SIZES}
+
+
+def _chunked(statements: dict[int, str], values: list[Any], width: int
+             ) -> Iterator[tuple[str, list[Any]]]:
+    """(statement, parameters) pairs covering *values*, *width* values per row, biggest chunks first."""
+    rows = len(values) // width
+    start = 0
+    for size in _CHUNK_SIZES:
+        while rows >= size:
+            end = start + size * width
+            yield statements[size], values[start:end]
+            start = end
+            rows -= size
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:
@@ -186,10 +220,12 @@ class DurableQueue:
             if batch.clear:
                 db.execute("DELETE FROM entries")
             if batch.deletes:
-                db.executemany("DELETE FROM entries WHERE seq = ?", [(s,) for s in batch.deletes])
+                for sql, params in _chunked(_DELETE_SQL, list(batch.deletes), 1):
+                    db.execute(sql, params)
             if batch.rows:
-                db.executemany(f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES "
-                               "(?, ?, ?, ?, ?, ?, ?, ?, ?)", list(batch.rows.values()))
+                rows = [value for row in batch.rows.values() for value in row]
+                for sql, params in _chunked(_INSERT_SQL, rows, _ROW_WIDTH):
+                    db.execute(sql, params)
             if batch.attempts:
                 db.executemany("UPDATE entries SET attempts = ? WHERE seq = ?",
                                [(n, s) for s, n in batch.attempts.items()])
