@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import build_registry
 from pydantic import BaseModel
 
 from ecosys import (
@@ -460,3 +461,50 @@ async def test_gathered_request_lost_with_the_connection_is_retried(router: Rout
         release.set()
         await client.close()
         await server.close(1)
+
+
+async def test_shared_receive_buffer_keeps_connections_apart(router: Router, short_tmp: Path) -> None:
+    # On asyncio's loop every connection of the thread receives into one shared
+    # buffer; messages larger than it, on several connections at once, must each
+    # arrive whole and on their own connection.
+    from ecosys.transport.readbuf import RECEIVE_BUFFER_SIZE
+
+    server = UdsServer(router, str(short_tmp / "b.sock"), max_message_size=4 * 1024 * 1024)
+    await server.start()
+    clients = [UdsClient(server.path, max_message_size=4 * 1024 * 1024) for _ in range(3)]
+    try:
+        async def exchange(client: UdsClient, i: int) -> None:
+            size = RECEIVE_BUFFER_SIZE * 2 + 1000 * i if i % 2 else 10 + i
+            message = chr(ord("a") + i % 26) * size
+            assert (await client.request("echo", {"message": message}))["message"] == message
+
+        await asyncio.gather(*(exchange(clients[i % 3], i) for i in range(12)))
+        kinds = {type(conn).__name__ for conn in server.connections}
+        assert kinds == {"BufferedStreamServerProtocol"}
+        assert {type(c._connection).__name__ for c in clients} == {"BufferedStreamClientProtocol"}
+    finally:
+        for client in clients:
+            await client.close()
+        await server.close(1)
+
+
+def test_uvloop_connections_use_its_own_receive_buffer(short_tmp: Path) -> None:
+    # uvloop reads into a buffer of its own: the plain protocols serve there.
+    import uvloop
+
+    async def main() -> tuple[set[str], str | None, object]:
+        server = UdsServer(Router(build_registry()), str(short_tmp / "uv.sock"))
+        await server.start()
+        client = UdsClient(server.path)
+        try:
+            reply = await client.request("echo", {"message": "on uvloop"})
+            return ({type(c).__name__ for c in server.connections},
+                    type(client._connection).__name__, reply)
+        finally:
+            await client.close()
+            await server.close(1)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        kinds, client_kind, reply = runner.run(main())
+    assert kinds == {"StreamServerProtocol"} and client_kind == "StreamClientProtocol"
+    assert reply == {"message": "on uvloop"}

@@ -41,13 +41,14 @@ from ..protocol import (
 )
 from ..telemetry.stats import stats
 from ..tracking import current_uid
+from .readbuf import ReceivesIntoSharedBuffer, loop_reads_into_fresh_memory
 
 log = logging.getLogger("ecosys.client")
 
 # Gathered requests are written once this many are waiting, without waiting for
 # the end of the loop iteration: the server starts on the first ones while the
 # client prepares the rest, instead of the two processes taking turns.
-GATHER_LIMIT = 8
+GATHER_LIMIT = 16
 
 T = TypeVar("T")
 
@@ -453,6 +454,12 @@ class StreamClientProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class BufferedStreamClientProtocol(
+    ReceivesIntoSharedBuffer, StreamClientProtocol, asyncio.BufferedProtocol
+):
+    """The client connection on asyncio's own loops: receives into the shared buffer."""
+
+
 class StreamClient(Client):
     """Newline-JSON client over a stream socket; subclasses say how to connect.
 
@@ -480,6 +487,8 @@ class StreamClient(Client):
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     def _protocol_factory(self) -> StreamClientProtocol:
+        if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
+            return BufferedStreamClientProtocol(self.max_message_size)
         return StreamClientProtocol(self.max_message_size)
 
     async def _open(self) -> tuple[asyncio.BaseTransport, Any]:

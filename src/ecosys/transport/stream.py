@@ -22,6 +22,7 @@ from ..protocol import (
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
 from .eager import start_eagerly
+from .readbuf import ReceivesIntoSharedBuffer, loop_reads_into_fresh_memory
 
 log = logging.getLogger("ecosys.transport")
 
@@ -46,6 +47,8 @@ class StreamServer:
         self._server: asyncio.Server | None = None
 
     def _factory(self) -> StreamServerProtocol:
+        if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
+            return BufferedStreamServerProtocol(self)
         return StreamServerProtocol(self)
 
     @property
@@ -279,3 +282,9 @@ class StreamServerProtocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._flush_out()
             self._transport.close()
+
+
+class BufferedStreamServerProtocol(
+    ReceivesIntoSharedBuffer, StreamServerProtocol, asyncio.BufferedProtocol
+):
+    """The server connection on asyncio's own loops: receives into the shared buffer."""
