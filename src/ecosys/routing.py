@@ -228,21 +228,10 @@ class Router:
         except ProtocolViolation as exc:
             self.stats.record("endpoints", "<protocol error>", Status.PROTOCOL_ERROR, None)
             return encode_error(exc.uid, Status.PROTOCOL_ERROR, exc.message, exc.details)
-        # Routing and validation follow inline rather than through prepare_request:
-        # this runs for every request, and a call less is measurable here.
+        # Decoding, routing and validation in one function: this runs for every
+        # request, and each call saved is measurable.
         route_key = request.route_key
         target = self.registry.endpoints.get(route_key) or self.standard.get(route_key)
-        if target is None:
-            return self._unknown_route(request)
-        try:
-            value = target.validate(request.data)
-        except pydantic.ValidationError as exc:
-            return self._invalid_data(request, exc)
-        return PreparedCall(target, request.uid, value)
-
-    def prepare_request(self, request: Request) -> PreparedCall | bytes:
-        """Route and validate a decoded request."""
-        target = self.registry.endpoints.get(request.route_key) or self.standard.get(request.route_key)
         if target is None:
             return self._unknown_route(request)
         try:

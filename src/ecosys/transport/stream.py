@@ -190,22 +190,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self.close()
 
     def _respond(self, line: bytes) -> None:
-        # _write and _finished in one call: this runs once per request.
-        if self._transport is not None:
-            out = self._out
-            if out is None:
-                self._out = [line]
-                if not self._in_data:  # data_received flushes when it returns
-                    self._loop.call_soon(self._flush_out)
-            else:
-                out.append(line)
-        self._in_flight -= 1
-        if self._reading_paused:
-            self._update_reading()
-        if self._stopped and not self._in_flight:
-            self._close_if_drained()
-
-    def _finished(self) -> None:
+        self._write(line)
         self._in_flight -= 1
         if self._reading_paused:
             self._update_reading()
