@@ -508,3 +508,32 @@ def test_uvloop_connections_use_its_own_receive_buffer(short_tmp: Path) -> None:
         kinds, client_kind, reply = runner.run(main())
     assert kinds == {"StreamServerProtocol"} and client_kind == "StreamClientProtocol"
     assert reply == {"message": "on uvloop"}
+
+
+async def test_large_requests_are_written_as_they_come(router: Router, short_tmp: Path) -> None:
+    # Gathering saves system calls for small requests; large ones are not joined
+    # (that would only copy them once more).
+    from ecosys.transport.client import GATHER_BYTES
+
+    server = UdsServer(router, str(short_tmp / "l.sock"), max_message_size=1024 * 1024)
+    await server.start()
+    client = UdsClient(server.path, max_message_size=1024 * 1024)
+    try:
+        await client.request("echo", {"message": "warm-up"})
+        connection = client._connection
+        assert connection is not None and connection.transport is not None
+        sizes: list[int] = []
+        original_write = connection.transport.write
+
+        def recording_write(data: bytes) -> None:
+            sizes.append(len(data))
+            original_write(data)
+
+        connection.transport.write = recording_write  # type: ignore[method-assign]
+        big = "y" * GATHER_BYTES
+        replies = await asyncio.gather(*(client.request("echo", {"message": big + str(i)}) for i in range(20)))
+        assert [r["message"] for r in replies] == [big + str(i) for i in range(20)]
+        assert len(sizes) == 20 and max(sizes) < 2 * GATHER_BYTES, "each large request goes alone"
+    finally:
+        await client.close()
+        await server.close(1)
