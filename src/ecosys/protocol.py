@@ -117,6 +117,11 @@ def error_body(message: str, details: Any = None) -> dict[str, Any]:
 
 def decode_request(line: bytes) -> Request:
     """Decode one request (without its trailing newline) or raise ProtocolViolation."""
+    return Request(*decode_request_fields(line))
+
+
+def decode_request_fields(line: bytes) -> tuple[str, str, Any]:
+    """:func:`decode_request` as a (uid, route_key, data) tuple, without the Request object."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -133,7 +138,7 @@ def decode_request(line: bytes) -> Request:
         raise ProtocolViolation("missing field: route_key", uid=uid)
     if not isinstance(route_key, str):
         raise ProtocolViolation("route_key must be a string", uid=uid)
-    return Request(uid, route_key, obj.get("data"))
+    return uid, route_key, obj.get("data")
 
 
 def decode_response(line: bytes) -> Response:

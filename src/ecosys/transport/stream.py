@@ -148,16 +148,19 @@ class StreamServerProtocol(asyncio.Protocol):
             self._flush_out()
 
     def _line_received(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line or line.isspace():
-            return
-        if line == b"\x05":
-            self._write(HEARTBEAT_REPLY)
-            return
-        if self._denied is not None:
-            self._deny(line)
-            return
+        # A JSON object from an allowed peer is the common case; a trailing "\r"
+        # needs no stripping there (it is JSON whitespace).
+        if line[:1] != b"{" or self._denied is not None:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line or line.isspace():
+                return
+            if line == b"\x05":
+                self._write(HEARTBEAT_REPLY)
+                return
+            if self._denied is not None:
+                self._deny(line)
+                return
         prepared = self._router.prepare(line)
         if type(prepared) is bytes:
             self._write(prepared)
