@@ -188,7 +188,12 @@ def _printable(value: object, limit: int = 80) -> str:
 
 def encode_request_json(uid: str, route_key: str, data_json: bytes) -> bytes:
     """Encode a request whose data is already serialised JSON."""
-    return b'{"uid":"' + uid.encode() + request_line_middle(route_key) + data_json + b"}\n"
+    return encode_request_line(uid, request_line_middle(route_key), data_json)
+
+
+def encode_request_line(uid: str, middle: bytes, data_json: bytes) -> bytes:
+    """A request line from its uid, :func:`request_line_middle` and the data as JSON."""
+    return b"".join((b'{"uid":"', uid.encode(), middle, data_json, b"}\n"))
 
 
 def request_line_middle(route_key: str) -> bytes:

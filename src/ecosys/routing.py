@@ -268,10 +268,8 @@ class Router:
         started = perf_counter()
         try:
             result = await call.endpoint.call(uid, call.value)
-            # encode_success_json, inlined. NaN and infinities are not JSON: send
-            # null, as orjson does elsewhere.
-            line = b"".join((b'{"uid":"', uid.encode(), b'","status":0,"data":',
-                             pydantic_core.to_json(result, inf_nan_mode="null"), b"}\n"))
+            # NaN and infinities are not JSON: send null, as orjson does elsewhere.
+            line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
             status = 0
         except Reject as exc:
             status = exc.status

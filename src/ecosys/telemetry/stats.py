@@ -148,17 +148,7 @@ class StatisticsKeeper:
         stats = calls.get(key)
         if stats is None:
             stats = calls[key] = CallStats()
-        # CallStats.record, inlined: this runs on every request of every endpoint.
-        stats.calls += 1
-        if status:
-            stats.errors[status] = stats.errors.get(status, 0) + 1
-        if seconds is not None:
-            index = bisect_left(BUCKET_BOUNDS, seconds)
-            buckets = stats.buckets
-            buckets[index] = buckets.get(index, 0) + 1
-            stats.total += seconds
-            if seconds > stats.max:
-                stats.max = seconds
+        stats.record(status, seconds)
 
     # ----- custom statistics ---------------------------------------------
 

@@ -35,6 +35,7 @@ from ..protocol import (
     ProtocolViolation,
     Response,
     decode_response,
+    encode_request_line,
     is_valid_uid,
     new_uid,
     request_line_middle,
@@ -137,8 +138,7 @@ class Client:
                 f"{route_key} @ {self.url}", request_line_middle(route_key)
             )
         stat_key = route[0]
-        # The line encode_request_json makes, with the route key encoded once per client.
-        payload = b"".join((b'{"uid":"', uid.encode(), route[1], encode_data(data), b"}\n"))
+        payload = encode_request_line(uid, route[1], encode_data(data))
         if len(payload) - 1 > self.max_message_size:
             raise TransportError(
                 f"request of {len(payload) - 1} bytes exceeds the maximum message size "
@@ -550,8 +550,7 @@ class StreamClient(Client):
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop():
-                    # connection.request, inlined
-                    return connection.matcher.wait(loop, uid, connection._write, payload, timeout)
+                    return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
     async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
