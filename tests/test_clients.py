@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -271,6 +272,34 @@ async def test_heartbeat_detects_dead_server() -> None:
         await client.request("echo", {"message": "x"})
     assert time.monotonic() - started < 2
     await client.close()
+    server.close()
+
+
+async def test_close_finishes_when_a_heartbeat_reply_arrives_with_the_cancel() -> None:
+    # Regression: on Python 3.11 asyncio.wait_for swallowed the cancellation that
+    # close() sends to the heartbeat task when the ACK completed in the same loop
+    # iteration; the task kept beating and close() waited for it forever.
+    enq_seen = asyncio.Event()
+
+    async def holds_acks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if line == b"\x05\n":
+                enq_seen.set()  # never answered: the test completes the ACK itself
+                continue
+            uid = json.loads(line)["uid"]
+            writer.write(json.dumps({"uid": uid, "status": 0, "data": "ok"}).encode() + b"\n")
+
+    server = await asyncio.start_server(holds_acks, "127.0.0.1", 0)
+    client = TcpClient("127.0.0.1", server.sockets[0].getsockname()[1],
+                       heartbeat_interval=0.01, heartbeat_timeout=30)
+    assert await client.request("anything") == "ok"
+    await asyncio.wait_for(enq_seen.wait(), 5)
+    connection = client._connection
+    assert connection is not None and connection._ack is not None
+    connection._ack.set_result(None)  # the ACK "arrives" ...
+    async with asyncio.timeout(5):  # ... in the same iteration as close()'s cancel
+        await client.close()
+    assert client._heartbeat_task is None
     server.close()
 
 

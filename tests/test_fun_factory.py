@@ -64,7 +64,7 @@ async def test_kill_9_tracker_mid_run_loses_and_duplicates_nothing(tmp_path: Pat
         await asyncio.sleep(0.8)
         # While the tracker is dead the router keeps answering; its records wait on disk.
         waiting = await factory.call("router", "eco.queued_sender.data", {"queue_route_key": "to_tracker"})
-        assert waiting is not None and waiting["pending"] > 0
+        assert waiting is not None and waiting["pending"] > 0, waiting
         await factory.start_service("tracker")
         assert factory.services["tracker"].process.pid != first_pid  # type: ignore[union-attr]
         result = await driving

@@ -207,3 +207,55 @@ async def test_handlers_awaiting_one_shared_future(short_tmp) -> None:  # type: 
         writer.close()
     finally:
         await server.close(1)
+
+
+async def test_handlers_run_inside_a_task_from_their_first_line(short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """asyncio.timeout() and current_task() work in a handler before it first awaits, on TCP and UDP."""
+    from ecosys import Registry, TcpServer, UdpServer, endpoint
+    from ecosys.routing import Router
+
+    registry = Registry()
+
+    @endpoint("timed", registry=registry)
+    async def timed() -> dict[str, bool]:
+        in_task = asyncio.current_task() is not None
+        async with asyncio.timeout(0.05):  # raises RuntimeError outside a task
+            await asyncio.sleep(5)
+        return {"in_task": in_task}  # not reached: the timeout expires
+
+    @endpoint("quick", registry=registry)
+    async def quick() -> dict[str, bool]:
+        async with asyncio.timeout(1):  # entered in the handler's first step
+            await asyncio.sleep(0)
+        return {"in_task": asyncio.current_task() is not None}
+
+    router = Router(registry)
+    tcp = TcpServer(router, "127.0.0.1", 0)
+    await tcp.start()
+    udp = UdpServer(router, "127.0.0.1", 0)
+    await udp.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp.port)
+        u1, u2, u3 = (str(uuid.uuid4()) for _ in range(3))
+        writer.write(f'{{"uid":"{u1}","route_key":"quick"}}\n{{"uid":"{u2}","route_key":"timed"}}\n'.encode())
+        answers = {}
+        for _ in range(2):
+            answer = orjson.loads(await asyncio.wait_for(reader.readline(), 5))
+            answers[answer["uid"]] = answer
+        assert answers[u1]["status"] == 0 and answers[u1]["data"] == {"in_task": True}
+        # The handler's own timeout fired (TimeoutError, so 600), not a RuntimeError at its start.
+        assert answers[u2]["status"] == 600 and "TimeoutError" in str(answers[u2]["data"])
+        writer.close()
+
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            _Datagrams, remote_addr=("127.0.0.1", udp.port))
+        try:
+            transport.sendto(f'{{"uid":"{u3}","route_key":"quick"}}'.encode())
+            answer = orjson.loads(await asyncio.wait_for(proto.queue.get(), 5))
+            assert answer["status"] == 0 and answer["data"] == {"in_task": True}
+        finally:
+            transport.close()
+    finally:
+        await tcp.close(1)
+        await udp.close()

@@ -313,7 +313,8 @@ class Collector:
                 if deadline is not None and loop.time() + delay > deadline + 1e-3:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancellation on 3.11
+                        await self._stop.wait()
         finally:
             if self._render_task is not None:
                 await asyncio.gather(self._render_task, return_exceptions=True)

@@ -182,7 +182,9 @@ class QueuedEndpoint(Endpoint, QueueStorage):
             if self.processing and self._delayed:
                 timeout = max(0.0, self._delayed[0][0] - now)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                # Not wait_for: on 3.11 it can swallow a cancellation (see the client's heartbeat).
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
             slice_end = loop.time() + WORK_SLICE

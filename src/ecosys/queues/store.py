@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,6 +107,10 @@ def _delete_sql(count: int) -> str:
     return f"DELETE FROM entries WHERE seq IN ({', '.join(['?'] * count)})"
 
 
+# The most commits one job makes back to back before it queues itself again
+# behind whatever else waits for the queue's thread (a read, the close).
+COMMITS_PER_JOB = 8
+
 _INSERT_SQL = {size: _insert_sql(size) for size in _CHUNK_SIZES}
 _DELETE_SQL = {size: _delete_sql(size) for size in _CHUNK_SIZES}
 
@@ -190,11 +196,14 @@ class DurableQueue:
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ecosys-db-{path.stem}")
         self._db: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Guards the batch being filled: the loop writes to it, the thread takes it.
+        self._lock = threading.Lock()
         self._batch = _Batch()
-        self._committing: _Batch | None = None
+        self._taken: deque[_Batch] = deque()  # taken by the thread, not yet settled on the loop
+        self._committer_running = False  # a commit job runs on the thread or waits for it
         self._uncommitted_inserts = 0
         self._due = False  # commit_interval passed with changes waiting
-        self._flush_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.commits = 0
@@ -239,11 +248,55 @@ class DurableQueue:
             self._db.close()
             self._db = None
 
+    def _commit_due_batches(self) -> None:
+        """Thread: commit batches back to back while one is due, then stop.
+
+        Taking the next batch here, the moment the previous commit returns,
+        keeps the disk busy: a round trip through the event loop between two
+        commits would leave it idle while the loop serves other callbacks.
+        """
+        loop = self._loop
+        assert loop is not None
+        try:
+            for _ in range(COMMITS_PER_JOB):
+                with self._lock:
+                    batch = self._batch
+                    if not self._commit_due(batch):
+                        self._committer_running = False
+                        if batch:
+                            # Changes nobody waits for: committed by the interval timer.
+                            loop.call_soon_threadsafe(self._arm_timer)
+                        return
+                    self._batch = _Batch()
+                    self._due = False
+                    self._taken.append(batch)
+                error: BaseException | None = None
+                if batch:
+                    try:
+                        self._apply_sync(batch)
+                    except Exception as exc:
+                        error = exc
+                loop.call_soon_threadsafe(self._settle, batch, error)
+            # Let a read or the close queued on this thread run between commits.
+            self._executor.submit(self._commit_due_batches)
+        except BaseException:
+            with self._lock:
+                self._committer_running = False
+            log.exception("queue %s: the commit thread failed", self.path.name)
+            raise
+
+    def _commit_due(self, batch: _Batch) -> bool:
+        # Called with the lock held.
+        return batch.done is not None or bool(batch) and (
+            self._due or self._uncommitted_inserts >= max(1, self.max_uncommitted)
+        )
+
     # ----- loop side ---------------------------------------------------------
 
     async def open(self) -> list[Entry]:
         """Open (creating if needed) the file and return its entries in order."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+        self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._executor, self._open_sync)
 
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
@@ -260,129 +313,133 @@ class DurableQueue:
         When a commit is due, *on_commit* (if given) is called with None once it
         is done, or with the exception if it failed, before the future settles.
         """
-        batch = self._writable()
-        for entry in entries:
-            batch.rows[entry.seq] = _row(entry)
-            batch.deletes.discard(entry.seq)
-            batch.attempts.pop(entry.seq, None)
-        batch.inserts += len(entries)
-        self._uncommitted_inserts += len(entries)
-        must_wait = durable if durable is not None else (
-            self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
-        )
-        committed = self._changed_nowait(wait=must_wait)
-        if committed is not None and on_commit is not None:
-            batch.listeners.append(on_commit)
-        return committed
+        with self._lock:
+            batch = self._writable()
+            for entry in entries:
+                batch.rows[entry.seq] = _row(entry)
+                batch.deletes.discard(entry.seq)
+                batch.attempts.pop(entry.seq, None)
+            batch.inserts += len(entries)
+            self._uncommitted_inserts += len(entries)
+            must_wait = durable if durable is not None else (
+                self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
+            )
+            committed = self._changed_nowait(wait=must_wait)
+            if committed is not None and on_commit is not None:
+                batch.listeners.append(on_commit)
+            return committed
 
     def delete_nowait(self, seqs: list[int]) -> None:
         """Remove the entries with these sequence numbers (committed with a later batch)."""
-        batch = self._writable()
-        for seq in seqs:
-            batch.rows.pop(seq, None)
-            batch.attempts.pop(seq, None)
-            batch.deletes.add(seq)
-        self._changed_nowait(wait=False)
+        with self._lock:
+            batch = self._writable()
+            for seq in seqs:
+                batch.rows.pop(seq, None)
+                batch.attempts.pop(seq, None)
+                batch.deletes.add(seq)
+            self._changed_nowait(wait=False)
 
     async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
         """Remove the entries with these sequence numbers; waits for the commit if *durable*."""
         self.delete_nowait(seqs)
         if durable:
-            await self._changed(wait=True)
+            await self.flush()
 
     def set_attempts_nowait(self, entry: Entry) -> None:
         """Record the attempt count of *entry* (committed with the next batch)."""
-        batch = self._writable()
-        if entry.seq in batch.rows:
-            batch.rows[entry.seq] = _row(entry)
-        else:
-            batch.attempts[entry.seq] = entry.attempts
-        self._changed_nowait(wait=False)
+        with self._lock:
+            batch = self._writable()
+            if entry.seq in batch.rows:
+                batch.rows[entry.seq] = _row(entry)
+            else:
+                batch.attempts[entry.seq] = entry.attempts
+            self._changed_nowait(wait=False)
 
     async def clear(self) -> None:
         """Remove every entry, durably."""
-        batch = self._writable()
-        batch.clear = True
-        batch.rows.clear()
-        batch.deletes.clear()
-        batch.attempts.clear()
-        await self._changed(wait=True)
+        with self._lock:
+            batch = self._writable()
+            batch.clear = True
+            batch.rows.clear()
+            batch.deletes.clear()
+            batch.attempts.clear()
+            committed = self._changed_nowait(wait=True)
+        await committed  # type: ignore[misc]
 
     def _writable(self) -> _Batch:
         if self._closed:
             raise RuntimeError(f"queue {self.path.name} is closed")
         return self._batch
 
-    async def _changed(self, *, wait: bool) -> None:
-        committed = self._changed_nowait(wait=wait)
-        if committed is not None:
-            await committed
-
     def _changed_nowait(self, *, wait: bool) -> asyncio.Future[None] | None:
-        loop = asyncio.get_running_loop()
+        # Called with the lock held.
+        loop = self._loop
+        assert loop is not None, "the queue is not open"
         if wait:
             done = self._batch.waiter(loop)
-            self._start_flush()
+            self._start_committing()
             return done
         if self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
-            self._start_flush()
-        elif self._timer is None and (self._flush_task is None or self._flush_task.done()):
+            self._start_committing()
+        elif self._timer is None and not self._committer_running:
             self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
         return None
 
     def _interval_elapsed(self) -> None:
         self._timer = None
-        self._due = True
-        self._start_flush()
+        with self._lock:
+            self._due = True
+            self._start_committing()
 
-    def _start_flush(self) -> None:
+    def _arm_timer(self) -> None:
+        with self._lock:
+            if self._batch and self._timer is None and not self._committer_running \
+                    and not self._closed and self._loop is not None:
+                # Changes nobody waits for go out with the next commit, or at the latest
+                # after commit_interval; committing them at once would defeat batching.
+                self._timer = self._loop.call_later(self.commit_interval, self._interval_elapsed)
+
+    def _start_committing(self) -> None:
+        # Called with the lock held: the thread decides to stop under the same lock.
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        if not self._committer_running:
+            self._committer_running = True
+            self._executor.submit(self._commit_due_batches)
 
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        # While one transaction is on disk, the next batch accumulates: every
-        # caller that arrives meanwhile shares the following commit.
-        while self._batch.done is not None or (self._batch and (
-            self._due or self._uncommitted_inserts >= max(1, self.max_uncommitted)
-        )):
-            self._due = False
-            batch, self._batch = self._batch, _Batch()
-            self._committing = batch
-            try:
-                if batch:
-                    await loop.run_in_executor(self._executor, self._apply_sync, batch)
-                    self.commits += 1
-            except Exception as exc:
-                log.error("queue %s: commit failed: %s", self.path.name, exc)
-                _notify(batch, exc)
-                if batch.done is not None and not batch.done.done():
-                    batch.done.set_exception(exc)
-                continue
-            finally:
-                # Counted until committed (or failed): the loss bound covers batches in flight.
-                self._uncommitted_inserts -= batch.inserts
-                self._committing = None
-            _notify(batch, None)
-            if batch.done is not None and not batch.done.done():
-                batch.done.set_result(None)
-        if self._batch and self._timer is None:
-            # Changes nobody waits for go out with the next commit, or at the latest
-            # after commit_interval; committing them at once would defeat batching.
-            self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
+    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
+        """Loop: the thread finished *batch*; tell its listeners and waiters."""
+        with self._lock:
+            self._taken.popleft()
+            # Counted until committed (or failed): the loss bound covers batches in flight.
+            self._uncommitted_inserts -= batch.inserts
+        if error is None:
+            if batch:
+                self.commits += 1
+        else:
+            log.error("queue %s: commit failed: %s", self.path.name, error)
+        _notify(batch, error)
+        done = batch.done
+        if done is not None and not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
     async def flush(self) -> None:
         """Commit everything written so far."""
         loop = asyncio.get_running_loop()
-        if self._batch:
-            done = self._batch.waiter(loop)
-            self._start_flush()
-            await done
-        elif self._committing is not None:
-            await self._committing.waiter(loop)
+        with self._lock:
+            if self._batch:
+                done = self._batch.waiter(loop)
+                self._start_committing()
+            elif self._taken:
+                # Committed on the thread, or about to be; settled on the loop soon.
+                done = self._taken[-1].waiter(loop)
+            else:
+                return
+        await done
 
     async def read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run a read-only *query* on the queue's thread (after pending writes commit)."""
@@ -396,9 +453,11 @@ class DurableQueue:
         if self._closed:
             return
         await self.flush()
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
 

@@ -417,6 +417,10 @@ class StreamClientProtocol(asyncio.Protocol):
             # Alone on the connection (nothing to wait for), or big enough that
             # joining it with others would only copy it once more.
             transport.write(payload)
+            if transport.is_closing():
+                # The send itself failed (the peer had closed: EPIPE, ECONNRESET),
+                # so the request never left this process and is safe to retry.
+                raise ConnectFailed("connection closed before the request was sent")
         else:
             self._out = [payload]
             self._out_uids.append(uid)
@@ -424,11 +428,19 @@ class StreamClientProtocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        out, self._out = self._out, None
-        self._out_uids.clear()
+        out = self._out
+        if not out:
+            return  # flushed already (the gathering limit was reached)
         transport = self.transport
-        if out and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if not transport.is_closing():
+                self._out = None
+                self._out_uids.clear()
+                return
+        # The connection closed first, or the send itself failed: none of
+        # these requests left this process.
+        self._fail_unsent()
 
     def _fail_unsent(self) -> None:
         # Gathered requests that never reached the socket are safe to retry.
@@ -449,7 +461,11 @@ class StreamClientProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(HEARTBEAT_REQUEST)
         try:
-            await asyncio.wait_for(self._ack, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that arrives together with the ACK, and the client's
+            # close() then waits forever for a heartbeat task that keeps beating.
+            async with asyncio.timeout(timeout):
+                await self._ack
         except TimeoutError:
             log.warning("no heartbeat reply within %gs; dropping the connection", timeout)
             self.abort(ConnectionLost("heartbeat not answered; connection presumed dead"))
@@ -504,7 +520,8 @@ class StreamClient(Client):
 
     async def _connect(self) -> StreamClientProtocol:
         try:
-            _, protocol = await asyncio.wait_for(self._open(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):  # see heartbeat() for why not wait_for
+                _, protocol = await self._open()
         except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to {self.url}: {exc or 'timed out'}") from exc
         return protocol

@@ -1,65 +1,42 @@
-"""Run a coroutine's first step at once; only if it suspends does it become a Task.
+"""Run a handler's Task to its first suspension at once, inside the read that brought the request.
 
 Most handlers of small services answer without awaiting anything. Running
 the first step inside ``data_received`` writes their response in the same
-event-loop iteration that read the request, instead of scheduling a Task and
-answering one iteration later (the idea of Python 3.12's eager tasks, for 3.11).
+event-loop iteration that read the request, instead of answering one
+iteration later (and a read of many pipelined requests is answered with one
+write). The step always runs inside a real Task, so ``asyncio.current_task()``
+and ``asyncio.timeout()`` work in a handler from its first line.
+
+Python 3.12 does this itself (``eager_start``). On 3.11 asyncio's own loop
+schedules the new Task's first step as the last ready callback; we take that
+callback back and run it now. On other 3.11 loops (uvloop) the first step
+runs in the next loop iteration, as for any Task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from collections.abc import Coroutine, Generator
+import sys
+from collections.abc import Coroutine
 from typing import Any
 
-
-class _Resume:
-    """Awaitable that continues an already-started coroutine inside a Task."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self._coro, self._yielded
-        if getattr(yielded, "_asyncio_future_blocking", None) is False:
-            # start_eagerly consumed the flag; the Task driving us needs it set again.
-            yielded._asyncio_future_blocking = True
-        while True:
-            try:
-                # Hand what the coroutine is blocked on to the Task driving us.
-                value = yield yielded
-            except BaseException as exc:  # cancellation and the like go to the coroutine
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _finish(resume: _Resume) -> Any:
-    return await resume
+NATIVE_EAGER_START = sys.version_info >= (3, 12)
 
 
 def start_eagerly(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
 ) -> asyncio.Task[Any] | None:
-    """Run *coro* until it first suspends; return the Task finishing it, or None if it finished."""
-    context = contextvars.copy_context()
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration:
-        return None
-    if getattr(yielded, "_asyncio_future_blocking", False):
-        # Consume the "awaited" flag the way a Task step would: while it stays
-        # set, any other coroutine awaiting the same future fails with
-        # "await wasn't used with future". _Resume sets it again for its Task.
-        yielded._asyncio_future_blocking = False
-    return loop.create_task(_finish(_Resume(coro, yielded)), context=context)
+    """Run *coro* as a Task up to its first suspension; return the Task, or None if it finished."""
+    if NATIVE_EAGER_START:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return None if task.done() else task
+    task = loop.create_task(coro)
+    ready = getattr(loop, "_ready", None)
+    if ready:
+        handle = ready[-1]
+        # Only the step just scheduled for this very Task, and never from inside
+        # another Task's step (two Tasks cannot be current at once).
+        if getattr(handle._callback, "__self__", None) is task and asyncio.current_task(loop) is None:
+            ready.pop()
+            handle._run()
+    return None if task.done() else task

@@ -76,7 +76,8 @@ class StreamServer:
             conn.close()
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: it can swallow a cancellation on 3.11
+                    await self._server.wait_closed()
             except TimeoutError:
                 pass
             self._server = None
