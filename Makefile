@@ -1,5 +1,6 @@
 # Every target creates and uses .venv itself: `make demo` and `make test` work on a fresh clone.
-PYTHON ?= python3
+# The newest CPython >= 3.11 on the machine; see tools/find-python for why.
+PYTHON ?= $(shell tools/find-python)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
