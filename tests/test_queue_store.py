@@ -135,19 +135,31 @@ async def test_no_listener_call_when_no_commit_is_awaited(tmp_path: Path) -> Non
     await queue.close()
 
 
-def test_batches_are_written_in_fixed_size_chunks() -> None:
-    from ecosys.queues.store import _DELETE_SQL, _chunked
-
-    for count in (0, 1, 3, 4, 5, 31, 32, 33, 255, 256, 257, 291, 600):
-        values = list(range(count))
-        chunks = list(_chunked(_DELETE_SQL, values, 1))
-        assert [v for _, params in chunks for v in params] == values, count
-        for sql, params in chunks:
-            assert sql == _DELETE_SQL[len(params)], "only the prepared sizes are used"
-    # Rows of several values stay whole.
-    rows = [value for n in range(37) for value in (n, f"u{n}")]
-    chunks = list(_chunked({s: str(s) for s in (256, 32, 4, 1)}, rows, 2))
-    assert [len(params) for _, params in chunks] == [64, 8, 1 * 2]
+async def test_rows_read_back_exactly_as_written(tmp_path: Path) -> None:
+    # A batch travels to SQLite as JSON: bytes, text, floats and NULLs must survive it.
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    written = [
+        Entry(seq=1, uid="u1", request='{"text":"caf\u00e9 \\"quoted\\" \u2603\\n"}'.encode(),
+              attempts=2, group_key="g\u00e9", created=1764412800.123456, generation=3,
+              reason="ValueError: b\u00e4d", failed_at=1764412801.5),
+        Entry(seq=2, uid="u2", request=b"null", created=0.1),
+        Entry(seq=3, uid="u3", request=b"[1,2.5,1e300]", group_key=None, created=1e-300),
+    ]
+    await queue.insert(written, durable=True)
+    entry = written[1]
+    entry.attempts = 4
+    queue.set_attempts_nowait(entry)
+    await queue.flush()
+    await queue.close()
+    reopened = DurableQueue(tmp_path / "q.sqlite")
+    read = await reopened.open()
+    await reopened.close()
+    assert [(e.seq, e.uid, e.request, e.attempts, e.group_key, e.created, e.generation, e.reason,
+             e.failed_at) for e in read] == [
+        (e.seq, e.uid, e.request, e.attempts, e.group_key, e.created, e.generation, e.reason,
+         e.failed_at) for e in written]
+    assert all(type(e.request) is bytes for e in read)
 
 
 async def test_one_batch_of_many_inserts_and_deletes(tmp_path: Path) -> None:
@@ -155,7 +167,7 @@ async def test_one_batch_of_many_inserts_and_deletes(tmp_path: Path) -> None:
     await queue.open()
     await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(1, 601)], durable=True)
     assert len(rows(tmp_path / "q.sqlite")) == 600
-    # 291 deletes and 291 new rows in one commit: chunks of 256, 32, 1, 1 and 1.
+    # 291 deletes and 291 new rows in one commit (one statement each).
     queue.delete_nowait(list(range(1, 292)))
     await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(601, 892)], durable=True)
     assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == list(range(292, 892))

@@ -131,12 +131,15 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         def stored(error: BaseException | None) -> None:
             # The worker gets the request only once it is on disk, as the caller is told.
             assert entry is not None
-            if error is None:
-                self._make_ready(entry)
-            else:
+            if error is not None:
                 pair.forget(entry)
+            # The acknowledgement first: its write is then scheduled before the
+            # worker's wake-up, so a commit's callers hear back before the
+            # worker spends the loop's time on handlers.
             if on_stored is not None:
                 on_stored(error)
+            if error is None:
+                self._make_ready(entry)
 
         entry, committed = pair.push_nowait(uid, request, value=(value,), on_commit=stored)
         if committed is None:

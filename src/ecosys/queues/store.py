@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,46 +90,35 @@ class Entry:
 _COLUMNS = "seq, generation, uid, request, attempts, group_key, created, reason, failed_at"
 
 
-_ROW_WIDTH = 9
-# A batch goes to SQLite in a few statements of many rows, not one statement per
-# row: every statement is a step that releases the GIL and must win it back
-# from the busy event loop, which makes a commit wait far longer than it works.
-# The sizes are fixed, so the statement cache holds one statement per size.
-_CHUNK_SIZES = (256, 32, 4, 1)
-
-
-def _insert_sql(count: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
-    return f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES {values}"
-
-
-def _delete_sql(count: int) -> str:
-    return f"DELETE FROM entries WHERE seq IN ({', '.join(['?'] * count)})"
-
-
+# A batch goes to SQLite as one statement per kind of change, whatever its
+# size: the rows travel as one JSON array parameter, unpacked by json_each.
+# Every statement is a step that releases the GIL and must win it back from the
+# busy event loop, which made a commit of one statement per row (or per small
+# chunk of rows) wait far longer than it worked.
+_INSERT_SQL = (
+    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) SELECT "
+    + ", ".join(
+        # The request travels as a JSON string; stored as the same bytes it was.
+        f"CAST(json_extract(value, '$[{i}]') AS BLOB)" if name == "request"
+        else f"json_extract(value, '$[{i}]')"
+        for i, name in enumerate(_COLUMNS.split(", "))
+    )
+    + " FROM json_each(?)"
+)
 # The most commits one job makes back to back before it queues itself again
 # behind whatever else waits for the queue's thread (a read, the close).
 COMMITS_PER_JOB = 8
 
-_INSERT_SQL = {size: _insert_sql(size) for size in _CHUNK_SIZES}
-_DELETE_SQL = {size: _delete_sql(size) for size in _CHUNK_SIZES}
-
-
-def _chunked(statements: dict[int, str], values: list[Any], width: int
-             ) -> Iterator[tuple[str, list[Any]]]:
-    """(statement, parameters) pairs covering *values*, *width* values per row, biggest chunks first."""
-    rows = len(values) // width
-    start = 0
-    for size in _CHUNK_SIZES:
-        while rows >= size:
-            end = start + size * width
-            yield statements[size], values[start:end]
-            start = end
-            rows -= size
+_DELETE_SQL = "DELETE FROM entries WHERE seq IN (SELECT value FROM json_each(?))"
+_UPDATE_ATTEMPTS_SQL = (
+    "UPDATE entries SET attempts = json_extract(change.value, '$[1]') FROM json_each(?) AS change "
+    "WHERE entries.seq = json_extract(change.value, '$[0]')"
+)
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:
-    return (entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
+    # The request is JSON text, so it is valid UTF-8 and survives as a JSON string.
+    return (entry.seq, entry.generation, entry.uid, entry.request.decode(), entry.attempts,
             entry.group_key, entry.created, entry.reason, entry.failed_at)
 
 
@@ -229,15 +218,11 @@ class DurableQueue:
             if batch.clear:
                 db.execute("DELETE FROM entries")
             if batch.deletes:
-                for sql, params in _chunked(_DELETE_SQL, list(batch.deletes), 1):
-                    db.execute(sql, params)
+                db.execute(_DELETE_SQL, (orjson.dumps(list(batch.deletes)),))
             if batch.rows:
-                rows = [value for row in batch.rows.values() for value in row]
-                for sql, params in _chunked(_INSERT_SQL, rows, _ROW_WIDTH):
-                    db.execute(sql, params)
+                db.execute(_INSERT_SQL, (orjson.dumps(list(batch.rows.values())),))
             if batch.attempts:
-                db.executemany("UPDATE entries SET attempts = ? WHERE seq = ?",
-                               [(n, s) for s, n in batch.attempts.items()])
+                db.execute(_UPDATE_ATTEMPTS_SQL, (orjson.dumps(list(batch.attempts.items())),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
