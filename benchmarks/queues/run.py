@@ -492,9 +492,8 @@ class StopRequest:
     Outside an event loop the handler raises Interrupted at once. Inside one
     it only cancels the task measuring: an exception raised from a signal
     handler in the middle of a uvloop protocol callback is caught by uvloop
-    (logged as a fatal protocol error) and lost. A cancellation can be lost
-    too (ecosys's StreamClient.close() swallows one, see README), so the
-    measuring code also checks :attr:`signum` after every case.
+    (logged as a fatal protocol error) and lost. The measuring code also
+    checks :attr:`signum` after every case, so a stop is never missed.
     """
 
     signum: int | None = None
