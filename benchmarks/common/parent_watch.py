@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 
 
@@ -16,10 +15,13 @@ def stop_when_parent_exits() -> None:
     """
 
     def watch() -> None:
+        # os.read, not sys.stdin: at interpreter shutdown this daemon thread may
+        # still be blocked reading, and a buffered reader's lock held by it makes
+        # the shutdown abort ("could not acquire lock for <stdin>").
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         os.kill(os.getpid(), signal.SIGTERM)
 
