@@ -349,7 +349,8 @@ class DurableQueue:
             batch.deletes.clear()
             batch.attempts.clear()
             committed = self._changed_nowait(wait=True)
-        await committed  # type: ignore[misc]
+        assert committed is not None  # wait=True always returns the commit's future
+        await committed
 
     def _writable(self) -> _Batch:
         if self._closed:
