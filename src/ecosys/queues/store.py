@@ -412,6 +412,9 @@ class DurableQueue:
                 done.set_result(None)
             else:
                 done.set_exception(error)
+                # Logged above and told to the listeners; a commit that only
+                # listeners wait for must not also warn "never retrieved".
+                done.exception()
 
     async def flush(self) -> None:
         """Commit everything written so far."""
