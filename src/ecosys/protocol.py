@@ -131,7 +131,7 @@ def decode_request_fields(line: bytes) -> tuple[str, str, Any]:
     uid = obj.get("uid")
     if uid is None:
         uid = new_uid()
-    elif type(uid) is not str or _CANONICAL_UUID(uid) is None:  # is_valid_uid, inlined
+    elif not is_valid_uid(uid):
         raise ProtocolViolation("uid is not a UUID string", details={"uid": _printable(uid)})
     route_key = obj.get("route_key")
     if route_key is None:

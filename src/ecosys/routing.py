@@ -22,7 +22,6 @@ from pydantic import BaseModel, TypeAdapter
 from .errors import ConfigurationError, Reject
 from .protocol import (
     ProtocolViolation,
-    Request,
     Status,
     decode_request_fields,
     encode_error,
@@ -232,29 +231,24 @@ class Router:
         # request, and each call saved is measurable.
         target = self.registry.endpoints.get(route_key) or self.standard.get(route_key)
         if target is None:
-            return self._unknown_route(Request(uid, route_key, data))
+            return self._unknown_route(uid, route_key)
         try:
             value = target.validate(data)
         except pydantic.ValidationError as exc:
-            return self._invalid_data(Request(uid, route_key, data), exc)
+            return self._invalid_data(uid, route_key, exc)
         return PreparedCall(target, uid, value)
 
-    def _unknown_route(self, request: Request) -> bytes:
+    def _unknown_route(self, uid: str, route_key: str) -> bytes:
         # One key for every unknown route: clients must not be able to grow the table.
         self.stats.record("endpoints", "<unknown route>", Status.UNKNOWN_ROUTE, None)
         return encode_error(
-            request.uid,
-            Status.UNKNOWN_ROUTE,
-            f"unknown route key: {request.route_key!r}",
-            {"route_key": request.route_key},
+            uid, Status.UNKNOWN_ROUTE, f"unknown route key: {route_key!r}", {"route_key": route_key}
         )
 
-    def _invalid_data(self, request: Request, exc: pydantic.ValidationError) -> bytes:
-        self.stats.record("endpoints", request.route_key, Status.VALIDATION_ERROR, None)
+    def _invalid_data(self, uid: str, route_key: str, exc: pydantic.ValidationError) -> bytes:
+        self.stats.record("endpoints", route_key, Status.VALIDATION_ERROR, None)
         return encode_error(
-            request.uid,
-            Status.VALIDATION_ERROR,
-            f"request data does not fit {request.route_key!r}",
+            uid, Status.VALIDATION_ERROR, f"request data does not fit {route_key!r}",
             _validation_details(exc),
         )
 

@@ -57,6 +57,11 @@ GATHER_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
+def _not_sent() -> ConnectFailed:
+    """The error of a request that never left this process: safe to retry."""
+    return ConnectFailed("connection closed before the request was sent")
+
+
 def encode_data(data: Any) -> bytes:
     """Serialise request data (a model, or anything JSON-able) to JSON bytes."""
     if isinstance(data, BaseModel):
@@ -405,7 +410,7 @@ class StreamClientProtocol(asyncio.Protocol):
     def _write(self, uid: str, payload: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
-            raise ConnectFailed("connection closed before the request was sent")
+            raise _not_sent()
         out = self._out
         if out is not None:
             out.append(payload)
@@ -418,9 +423,8 @@ class StreamClientProtocol(asyncio.Protocol):
             # joining it with others would only copy it once more.
             transport.write(payload)
             if transport.is_closing():
-                # The send itself failed (the peer had closed: EPIPE, ECONNRESET),
-                # so the request never left this process and is safe to retry.
-                raise ConnectFailed("connection closed before the request was sent")
+                # The send itself failed (the peer had closed: EPIPE, ECONNRESET).
+                raise _not_sent()
         else:
             self._out = [payload]
             self._out_uids.append(uid)
@@ -449,7 +453,7 @@ class StreamClientProtocol(asyncio.Protocol):
         for uid in self._out_uids:
             future = pending.get(uid)
             if future is not None and not future.done():
-                future.set_exception(ConnectFailed("connection closed before the request was sent"))
+                future.set_exception(_not_sent())
         self._out_uids.clear()
 
     async def heartbeat(self, timeout: float) -> None:

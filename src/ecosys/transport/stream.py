@@ -172,8 +172,8 @@ class StreamServerProtocol(asyncio.Protocol):
             # Queued endpoints: acknowledged from a commit callback, no task at all.
             pending = self._router.store_nowait(prepared, self._respond)
         else:
-            # Only handlers that suspend get a task; they take several loop
-            # iterations anyway, so a done callback costs them little.
+            # Every handler runs in its own task, started eagerly; only one that
+            # suspended comes back, to be tracked until it finishes.
             pending = start_eagerly(self._loop, self._router.serve(prepared, self._respond))
         if pending is not None:
             in_flight = self._server.in_flight

@@ -192,9 +192,6 @@ class UdpClient(Client):
 
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
-        transport = protocol.transport
-        if transport is None:
-            raise ConnectFailed("UDP socket closed")
         assert self._loop is not None
         return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
 
