@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from ecosys.queues.pair import QueuePair
-from ecosys.queues.store import DurableQueue, Entry
+from ecosys.queues.store import MAX_CHANGES_PER_STATEMENT, DurableQueue, Entry
 
 
 def rows(path: Path) -> list[tuple[int, str]]:
@@ -136,7 +136,7 @@ async def test_no_listener_call_when_no_commit_is_awaited(tmp_path: Path) -> Non
 
 
 async def test_rows_read_back_exactly_as_written(tmp_path: Path) -> None:
-    # A batch travels to SQLite as JSON: bytes, text, floats and NULLs must survive it.
+    # A batch travels to SQLite as bound values: bytes, text, floats and NULLs must survive it.
     queue = DurableQueue(tmp_path / "q.sqlite")
     await queue.open()
     written = [
@@ -167,8 +167,59 @@ async def test_one_batch_of_many_inserts_and_deletes(tmp_path: Path) -> None:
     await queue.open()
     await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(1, 601)], durable=True)
     assert len(rows(tmp_path / "q.sqlite")) == 600
-    # 291 deletes and 291 new rows in one commit (one statement each).
+    # 291 deletes and 291 new rows in one commit (one statement, padded to 592 rows).
     queue.delete_nowait(list(range(1, 292)))
     await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(601, 892)], durable=True)
     assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == list(range(292, 892))
+    await queue.close()
+
+
+async def test_deletes_with_gaps_remove_only_those_entries(tmp_path: Path) -> None:
+    # Deletes go to SQLite as runs of consecutive seqs: a gap must split the run.
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(1, 21)], durable=True)
+    queue.delete_nowait([1, 2, 3, 5, 7, 8, 20, 12])
+    await queue.flush()
+    assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == [4, 6, 9, 10, 11, *range(13, 20)]
+    await queue.close()
+
+
+async def test_a_batch_over_one_statement_commits_whole(tmp_path: Path) -> None:
+    # More changes than one statement may carry: several statements, one transaction.
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    count = 2 * MAX_CHANGES_PER_STATEMENT + 17
+    await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(count)], durable=True)
+    assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == list(range(count))
+    queue.delete_nowait(list(range(0, count, 2)))  # every other one: as many runs as entries
+    await queue.flush()
+    assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == list(range(1, count, 2))
+    await queue.close()
+
+
+async def test_an_insert_after_a_clear_survives_it(tmp_path: Path) -> None:
+    # Most likely in the clear's own batch, where the clear must apply first.
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}") for i in range(5)], durable=True)
+    clearing = asyncio.ensure_future(queue.clear())
+    await asyncio.sleep(0)  # the clear is in the batch being filled
+    queue.insert_nowait([Entry(seq=9, uid="u9", request=b"{}")], durable=False)
+    await clearing
+    await queue.flush()
+    assert rows(tmp_path / "q.sqlite") == [(9, "u9")]
+    await queue.close()
+
+
+async def test_every_batch_size_up_to_a_statement_applies_exactly(tmp_path: Path) -> None:
+    # Statements are padded to a few sizes with rows that change nothing.
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    seq = 0
+    for size in (1, 15, 16, 17, 31, 255, 256, 257, 1000):
+        await queue.insert([Entry(seq=seq + i, uid=f"u{seq + i}", request=b"{}") for i in range(size)],
+                           durable=True)
+        seq += size
+        assert len(rows(tmp_path / "q.sqlite")) == seq
     await queue.close()

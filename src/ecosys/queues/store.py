@@ -10,6 +10,7 @@ committed; concurrent callers share that commit (group commit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import threading
@@ -90,35 +91,113 @@ class Entry:
 _COLUMNS = "seq, generation, uid, request, attempts, group_key, created, reason, failed_at"
 
 
-# A batch goes to SQLite as one statement per kind of change, whatever its
-# size: the rows travel as one JSON array parameter, unpacked by json_each.
-# Every statement is a step that releases the GIL and must win it back from the
-# busy event loop, which made a commit of one statement per row (or per small
-# chunk of rows) wait far longer than it worked.
-_INSERT_SQL = (
-    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) SELECT "
-    + ", ".join(
-        # The request travels as a JSON string; stored as the same bytes it was.
-        f"CAST(json_extract(value, '$[{i}]') AS BLOB)" if name == "request"
-        else f"json_extract(value, '$[{i}]')"
-        for i, name in enumerate(_COLUMNS.split(", "))
-    )
-    + " FROM json_each(?)"
-)
+# A batch goes to SQLite as ONE statement, whatever its size and kinds of
+# change: a multi-row INSERT into the view below, whose triggers apply each
+# row as a clear, a delete of a run of consecutive seqs, a put or an attempt
+# update, in row order. Run outside a transaction, that statement commits
+# itself. Every statement is a step that releases the GIL and must win it back
+# from the busy event loop: a commit of BEGIN, one statement per kind of
+# change and COMMIT waited for the loop five times; this one waits once, and
+# binds plain values (no JSON to parse).
+_OP_CLEAR, _OP_DELETE, _OP_PUT, _OP_ATTEMPTS = 0, 1, 2, 3
+_CHANGE_COLUMNS = ("op", "last_seq", *_COLUMNS.split(", "))
+CHANGES_SCHEMA = f"""
+CREATE TEMP VIEW IF NOT EXISTS changes AS
+    SELECT 0 AS op, 0 AS last_seq, {_COLUMNS} FROM main.entries WHERE 0;
+CREATE TEMP TRIGGER IF NOT EXISTS changes_clear INSTEAD OF INSERT ON changes
+WHEN NEW.op = {_OP_CLEAR} BEGIN DELETE FROM entries; END;
+CREATE TEMP TRIGGER IF NOT EXISTS changes_delete INSTEAD OF INSERT ON changes
+WHEN NEW.op = {_OP_DELETE} BEGIN
+    DELETE FROM entries WHERE seq BETWEEN NEW.seq AND NEW.last_seq;
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS changes_put INSTEAD OF INSERT ON changes
+WHEN NEW.op = {_OP_PUT} BEGIN
+    INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({", ".join(
+        "NEW." + name for name in _COLUMNS.split(", "))});
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS changes_attempts INSTEAD OF INSERT ON changes
+WHEN NEW.op = {_OP_ATTEMPTS} BEGIN
+    UPDATE entries SET attempts = NEW.attempts WHERE seq = NEW.seq;
+END;
+"""
+_CHANGE_WIDTH = len(_CHANGE_COLUMNS)
+# SQLite allows 32,766 parameters per statement; bigger batches take several
+# statements inside one explicit transaction.
+MAX_CHANGES_PER_STATEMENT = 2048
 # The most commits one job makes back to back before it queues itself again
 # behind whatever else waits for the queue's thread (a read, the close).
 COMMITS_PER_JOB = 8
 
-_DELETE_SQL = "DELETE FROM entries WHERE seq IN (SELECT value FROM json_each(?))"
-_UPDATE_ATTEMPTS_SQL = (
-    "UPDATE entries SET attempts = json_extract(change.value, '$[1]') FROM json_each(?) AS change "
-    "WHERE entries.seq = json_extract(change.value, '$[0]')"
-)
+
+def _change(op: int, **values: Any) -> tuple[Any, ...]:
+    """One row of the changes view (columns not given are NULL)."""
+    return (op, *(values.get(name) for name in _CHANGE_COLUMNS[1:]))
+
+
+_CLEAR_CHANGE = _change(_OP_CLEAR)
+# A row no trigger acts on: statements are padded to a few sizes, so a handful
+# of prepared statements serve every batch size.
+_NO_CHANGE = _change(-1)
+
+
+def _statement_size(count: int) -> int:
+    """The padded row count of a statement carrying *count* changes."""
+    if count <= 16:
+        return count
+    if count <= 256:
+        return -(-count // 16) * 16
+    return min(1 << (count - 1).bit_length(), MAX_CHANGES_PER_STATEMENT)
+
+
+@functools.lru_cache(maxsize=64)
+def _changes_sql(size: int) -> str:
+    """The INSERT of *size* change rows (a padded size: see _statement_size)."""
+    row = "(" + ",".join("?" * _CHANGE_WIDTH) + ")"
+    return "INSERT INTO changes VALUES " + ",".join([row] * size)
+
+
+def _execute_changes(db: sqlite3.Connection, params: list[Any]) -> None:
+    """Run one statement for at most MAX_CHANGES_PER_STATEMENT changes in *params*."""
+    count = len(params) // _CHANGE_WIDTH
+    size = _statement_size(count)
+    if size > count:
+        params = params + list(_NO_CHANGE) * (size - count)
+    db.execute(_changes_sql(size), params)
+
+
+def _change_params(batch: _Batch) -> list[Any]:
+    """The batch's changes in the order they apply, as one flat parameter list."""
+    params: list[Any] = []
+    if batch.clear:
+        params.extend(_CLEAR_CHANGE)
+    for first, last in _runs(batch.deletes):
+        params.extend(_change(_OP_DELETE, seq=first, last_seq=last))
+    for row in batch.rows.values():
+        params.append(_OP_PUT)
+        params.append(None)
+        params.extend(row)
+    for seq, attempts in batch.attempts.items():
+        params.extend(_change(_OP_ATTEMPTS, seq=seq, attempts=attempts))
+    return params
+
+
+def _runs(seqs: set[int]) -> list[list[int]]:
+    """*seqs* as [first, last] runs of consecutive numbers, in order.
+
+    Workers finish entries mostly in arrival order, so a commit's deletes are
+    a run or two: one range delete each instead of one lookup per entry.
+    """
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return runs
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:
-    # The request is JSON text, so it is valid UTF-8 and survives as a JSON string.
-    return (entry.seq, entry.generation, entry.uid, entry.request.decode(), entry.attempts,
+    return (entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
             entry.group_key, entry.created, entry.reason, entry.failed_at)
 
 
@@ -131,7 +210,7 @@ class _Batch:
     """The net effect of the changes made since the last commit, per sequence number.
 
     Keeping final states instead of a log turns any number of changes into
-    three statements, and an entry inserted and removed before its commit
+    one statement, and an entry inserted and removed before its commit
     costs no disk write at all.
     """
 
@@ -205,6 +284,7 @@ class DurableQueue:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.executescript(SCHEMA)
+        db.executescript(CHANGES_SCHEMA)
         if self.index_uid:
             db.execute(UID_INDEX)
         self._db = db
@@ -213,16 +293,16 @@ class DurableQueue:
     def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
+        params = _change_params(batch)
+        step = MAX_CHANGES_PER_STATEMENT * _CHANGE_WIDTH
+        if len(params) <= step:
+            # Outside a transaction: the statement is its own, all or nothing.
+            _execute_changes(db, params)
+            return
         db.execute("BEGIN")
         try:
-            if batch.clear:
-                db.execute("DELETE FROM entries")
-            if batch.deletes:
-                db.execute(_DELETE_SQL, (orjson.dumps(list(batch.deletes)),))
-            if batch.rows:
-                db.execute(_INSERT_SQL, (orjson.dumps(list(batch.rows.values())),))
-            if batch.attempts:
-                db.execute(_UPDATE_ATTEMPTS_SQL, (orjson.dumps(list(batch.attempts.items())),))
+            for start in range(0, len(params), step):
+                _execute_changes(db, params[start:start + step])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
