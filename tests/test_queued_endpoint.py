@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, SecretStr
 from queuehelpers import eventually, running_app
 
 from ecosys import (
@@ -16,6 +16,8 @@ from ecosys import (
     ApplicationBusy,
     ConfigurationError,
     Registry,
+    TcpClient,
+    UdpClient,
     ValidationFailed,
     queued_endpoint,
 )
@@ -344,3 +346,40 @@ async def test_failed_commit_is_answered_600_and_not_processed(
         await eventually(lambda: (2, 1) in seen)
         assert (1, 1) not in seen, "a request that was not stored must not be handled"
         assert (await data(client))["pending"] == 0
+
+
+class Login(BaseModel):
+    # Neither field's serialised form validates again: the alias is for input
+    # only, and a SecretStr serialises as asterisks.
+    user_name: str = Field(validation_alias="userName")
+    password: SecretStr
+
+
+async def test_a_retry_gets_the_request_as_the_client_sent_it(tmp_path: Path) -> None:
+    # The stored request is the data as received, not the validated model
+    # written out again: a retry (or a restart) validates what is stored.
+    registry = Registry()
+    attempts: list[tuple[str, str]] = []
+
+    @queued_endpoint("login", registry=registry, max_retries=1, retry_delay=0.01)
+    async def login(request: Login) -> bool:
+        attempts.append((request.user_name, request.password.get_secret_value()))
+        return len(attempts) % 2 == 0  # False first: every request is tried twice
+
+    app = Application("qapp", instance="1", registry=registry,
+                      config={"tcp": "127.0.0.1:0", "udp": "127.0.0.1:0", "queue_dir": str(tmp_path / "q"),
+                              "default_dir": str(tmp_path), "shutdown_grace": 2})
+    await app.start()
+    try:
+        ports = {server.kind: server.port for server in app.servers}  # type: ignore[attr-defined]
+        async with TcpClient("127.0.0.1", ports["tcp"], timeout=5) as tcp:
+            await tcp.request("login", {"userName": "ada", "password": "s3cret"})
+            await eventually(lambda: len(attempts) == 2)
+            async with UdpClient("127.0.0.1", ports["udp"], timeout=5) as udp:
+                await udp.request("login", {"userName": "bob", "password": "hunter2"})
+            await eventually(lambda: len(attempts) == 4)
+            state = await data(tcp, "login")
+    finally:
+        await app.stop()
+    assert attempts == [("ada", "s3cret")] * 2 + [("bob", "hunter2")] * 2
+    assert state["errors"] == 0, "a retry that cannot validate its stored request ends in the error queue"

@@ -201,12 +201,13 @@ def endpoint(route_key: str, *, registry: Registry | None = None) -> Callable[[H
 class PreparedCall:
     """A request that passed parsing, routing and validation, ready to run."""
 
-    __slots__ = ("endpoint", "uid", "value")
+    __slots__ = ("endpoint", "uid", "value", "data")
 
-    def __init__(self, endpoint: Endpoint, uid: str, value: Any) -> None:
+    def __init__(self, endpoint: Endpoint, uid: str, value: Any, data: Any) -> None:
         self.endpoint = endpoint
         self.uid = uid
-        self.value = value
+        self.value = value  # validated, as the handler takes it
+        self.data = data  # as the client sent it (decoded JSON)
 
 
 class Router:
@@ -236,7 +237,7 @@ class Router:
             value = target.validate(data)
         except pydantic.ValidationError as exc:
             return self._invalid_data(uid, route_key, exc)
-        return PreparedCall(target, uid, value)
+        return PreparedCall(target, uid, value, data)
 
     def _unknown_route(self, uid: str, route_key: str) -> bytes:
         # One key for every unknown route: clients must not be able to grow the table.
@@ -261,7 +262,13 @@ class Router:
         token = current_uid.set(uid)
         started = perf_counter()
         try:
-            result = await call.endpoint.call(uid, call.value)
+            endpoint = call.endpoint
+            if endpoint.stores_without_task:
+                # A queued endpoint stores the data as sent (over UDP, or any
+                # server that runs it as a task).
+                result = await endpoint.store(uid, call.value, call.data)  # type: ignore[attr-defined]
+            else:
+                result = await endpoint.call(uid, call.value)
             # NaN and infinities are not JSON: send null, as orjson does elsewhere.
             line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
             status = 0
@@ -307,7 +314,8 @@ class Router:
                 respond(_storage_failure(uid, error))
 
         try:
-            committed = call.endpoint.store_nowait(uid, call.value, stored)  # type: ignore[attr-defined]
+            committed = call.endpoint.store_nowait(  # type: ignore[attr-defined]
+                uid, call.value, stored, data=call.data)
         except Reject as exc:
             stats.record("endpoints", route_key, exc.status, perf_counter() - started)
             respond(encode_error(uid, exc.status, exc.message, exc.details))

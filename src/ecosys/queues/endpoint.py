@@ -28,6 +28,25 @@ STORE_FAILURE_DELAY = 5.0
 # The longest the worker runs handlers back to back before letting the loop serve others.
 WORK_SLICE = 0.005
 
+# The default of store()'s *data*: the request's data as the client sent it is
+# not known (an in-process call with a validated value only).
+NOT_RECEIVED: Any = object()
+
+
+def stored_request(value: Any, data: Any = NOT_RECEIVED) -> bytes:
+    """The JSON a queued endpoint stores for a request: its data as the client sent it, if known.
+
+    Not the validated value serialised again: a model's serialised form need
+    not validate again (a validation alias, a SecretStr written as asterisks,
+    a custom serialiser), and a retry or a restart validates what is stored.
+    """
+    if data is not NOT_RECEIVED:
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # not from JSON after all (orjson's encode error is a TypeError)
+            pass
+    return b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
+
 
 class QueuedEndpoint(Endpoint, QueueStorage):
     """An endpoint whose requests go through a durable pending queue to a background worker.
@@ -103,13 +122,18 @@ class QueuedEndpoint(Endpoint, QueueStorage):
 
     async def call(self, uid: str, value: Any) -> Any:
         """Store the validated request and acknowledge it with its uid."""
-        committed = self.store_nowait(uid, value)
+        return await self.store(uid, value)
+
+    async def store(self, uid: str, value: Any, data: Any = NOT_RECEIVED) -> dict[str, str]:
+        """Store a request (*data* as the client sent it, if known); return the acknowledgement."""
+        committed = self.store_nowait(uid, value, data=data)
         if committed is not None:
             await committed
         return {"uid": uid}
 
     def store_nowait(
-        self, uid: str, value: Any, on_stored: Callable[[BaseException | None], None] | None = None
+        self, uid: str, value: Any, on_stored: Callable[[BaseException | None], None] | None = None,
+        data: Any = NOT_RECEIVED,
     ) -> asyncio.Future[None] | None:
         """Store a validated request; return the commit its acknowledgement must wait for.
 
@@ -125,7 +149,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         pair = self.pair
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
-        request = b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
+        request = stored_request(value, data)
         entry: Entry | None = None
 
         def stored(error: BaseException | None) -> None:
