@@ -134,6 +134,10 @@ class Endpoint:
             kwargs[self.uid_param] = uuid.UUID(uid) if self.uid_as_uuid else uid
         return self.handler(**kwargs)
 
+    def invoke(self, call: PreparedCall) -> Coroutine[Any, Any, Any]:
+        """The coroutine that answers a prepared call (queued endpoints store it instead)."""
+        return self.call(call.uid, call.value)
+
 
 def _no_value(data: Any) -> None:
     return None
@@ -262,13 +266,7 @@ class Router:
         token = current_uid.set(uid)
         started = perf_counter()
         try:
-            endpoint = call.endpoint
-            if endpoint.stores_without_task:
-                # A queued endpoint stores the data as sent (over UDP, or any
-                # server that runs it as a task).
-                result = await endpoint.store(uid, call.value, call.data)  # type: ignore[attr-defined]
-            else:
-                result = await endpoint.call(uid, call.value)
+            result = await call.endpoint.invoke(call)
             # NaN and infinities are not JSON: send null, as orjson does elsewhere.
             line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
             status = 0

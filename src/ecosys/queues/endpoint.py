@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -15,7 +15,7 @@ import pydantic_core
 
 from ..errors import ConfigurationError, Reject
 from ..protocol import Status
-from ..routing import Endpoint, Handler, Registry, default_registry
+from ..routing import Endpoint, Handler, PreparedCall, Registry, default_registry
 from ..telemetry.stats import stats
 from ..tracking import current_uid
 from .base import QueueStorage
@@ -41,10 +41,7 @@ def stored_request(value: Any, data: Any = NOT_RECEIVED) -> bytes:
     a custom serialiser), and a retry or a restart validates what is stored.
     """
     if data is not NOT_RECEIVED:
-        try:
-            return orjson.dumps(data)
-        except TypeError:  # not from JSON after all (orjson's encode error is a TypeError)
-            pass
+        return orjson.dumps(data)
     return b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
 
 
@@ -123,6 +120,10 @@ class QueuedEndpoint(Endpoint, QueueStorage):
     async def call(self, uid: str, value: Any) -> Any:
         """Store the validated request and acknowledge it with its uid."""
         return await self.store(uid, value)
+
+    def invoke(self, call: PreparedCall) -> Coroutine[Any, Any, Any]:
+        """Store a request that came over a socket, with its data as the client sent it."""
+        return self.store(call.uid, call.value, call.data)
 
     async def store(self, uid: str, value: Any, data: Any = NOT_RECEIVED) -> dict[str, str]:
         """Store a request (*data* as the client sent it, if known); return the acknowledgement."""

@@ -294,8 +294,6 @@ class DurableQueue:
         db = self._db
         assert db is not None
         params = _change_params(batch)
-        if not params:
-            return
         step = MAX_CHANGES_PER_STATEMENT * _CHANGE_WIDTH
         if len(params) <= step:
             # Outside a transaction: the statement is its own, all or nothing.
