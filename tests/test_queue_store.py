@@ -223,3 +223,31 @@ async def test_every_batch_size_up_to_a_statement_applies_exactly(tmp_path: Path
         seq += size
         assert len(rows(tmp_path / "q.sqlite")) == seq
     await queue.close()
+
+
+async def test_deletes_made_during_a_commit_wait_for_the_interval(tmp_path: Path) -> None:
+    # Deletes nobody waits for ride with the next insert's commit or the interval
+    # timer; they must not get a commit of their own the moment the one in flight ends.
+    path = tmp_path / "q.sqlite"
+    queue = DurableQueue(path, commit_interval=60)
+    await queue.open()
+    first = Entry(seq=1, uid="u1", request=b"{}")
+    await queue.insert([first])
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the next commit waits in SQLite
+    try:
+        second = queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")])
+        assert second is not None
+        await asyncio.sleep(0.2)  # the queue's thread is now inside that commit
+        queue.delete_nowait([first.seq])
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    await second
+    await asyncio.sleep(0.3)
+    assert queue.commits == 2
+    assert rows(path) == [(1, "u1"), (2, "u2")], "the delete was committed without a waiter"
+    await queue.flush()
+    assert rows(path) == [(2, "u2")]
+    assert queue.commits == 3
+    await queue.close()

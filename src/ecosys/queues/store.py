@@ -352,8 +352,15 @@ class DurableQueue:
 
     def _commit_due(self, batch: _Batch) -> bool:
         # Called with the lock held.
-        return batch.done is not None or bool(batch) and (
-            self._due or self._uncommitted_inserts >= max(1, self.max_uncommitted)
+        if batch.done is not None:
+            return True
+        # Without inserts, a batch holds deletes and attempt counts nobody waits
+        # for: the interval timer commits them. Committing them the moment the
+        # previous commit returns (its inserts are counted as uncommitted until
+        # settled) kept the disk busy for nobody, and the next requests waited
+        # behind it.
+        return bool(batch) and (
+            self._due or bool(batch.inserts) and self._uncommitted_inserts >= max(1, self.max_uncommitted)
         )
 
     # ----- loop side ---------------------------------------------------------
@@ -445,7 +452,8 @@ class DurableQueue:
             done = self._batch.waiter(loop)
             self._start_committing()
             return done
-        if self.max_uncommitted and self._uncommitted_inserts >= self.max_uncommitted:
+        if self.max_uncommitted and self._batch.inserts \
+                and self._uncommitted_inserts >= self.max_uncommitted:
             self._start_committing()
         elif self._timer is None and not self._committer_running:
             self._timer = loop.call_later(self.commit_interval, self._interval_elapsed)
