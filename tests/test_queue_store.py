@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from ecosys.queues.pair import QueuePair
 from ecosys.queues.store import MAX_CHANGES_PER_STATEMENT, DurableQueue, Entry
 
@@ -251,3 +253,83 @@ async def test_deletes_made_during_a_commit_wait_for_the_interval(tmp_path: Path
     assert rows(path) == [(2, "u2")]
     assert queue.commits == 3
     await queue.close()
+
+
+async def test_an_insert_never_overtakes_one_waiting_for_its_commit(tmp_path: Path) -> None:
+    # max_uncommitted lets an insert be acknowledged before its commit, but not
+    # while an earlier insert still waits for one: its entry would be handed to
+    # the worker (or to its sequenced lane) first, out of order.
+    queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=100, commit_interval=60)
+    await queue.open()
+    heard: list[int] = []
+    first = queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")], durable=True,
+                                on_commit=lambda error: heard.append(1))
+    second = queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")],
+                                 on_commit=lambda error: heard.append(2))
+    assert first is not None
+    assert second is not None, "entry 2 was acknowledged while entry 1 still waited for its commit"
+    await second
+    assert heard == [1, 2]
+    # Nothing waits any more: max_uncommitted applies again.
+    assert queue.insert_nowait([Entry(seq=3, uid="u3", request=b"{}")]) is None
+    await queue.close()
+    assert [seq for seq, _ in rows(tmp_path / "q.sqlite")] == [1, 2, 3]
+
+
+async def _rows_become(path: Path, expected: list[tuple[int, str]], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while rows(path) != expected:
+        assert loop.time() < deadline, f"rows are {rows(path)}, not {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_failed_commit_keeps_the_changes_nobody_was_told_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "q.sqlite"
+    queue = DurableQueue(path, max_uncommitted=10, commit_interval=0.05)
+    await queue.open()
+    await queue.insert([Entry(seq=1, uid="u1", request=b"{}")], durable=True)
+    real_apply = queue._apply_sync
+    failing = [1]
+
+    def disk_error_when_asked(batch):  # type: ignore[no-untyped-def]
+        # Stands in for a failing disk (as in test_queued_endpoint): the transaction cannot be written.
+        if failing:
+            failing.pop()
+            raise OSError(5, "Input/output error")
+        real_apply(batch)
+
+    monkeypatch.setattr(queue, "_apply_sync", disk_error_when_asked)
+    # Acknowledged before its commit (max_uncommitted), and a delete of a handled entry:
+    # nobody waits for either, so the failed commit must not drop them.
+    assert queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")]) is None
+    queue.delete_nowait([1])
+    await _rows_become(path, [(2, "u2")])
+    assert not failing, "the first commit should have failed"
+    # An insert whose caller hears of the failure is not written later behind its back.
+    failing.append(1)
+    with pytest.raises(OSError, match="Input/output error"):
+        await queue.insert([Entry(seq=3, uid="u3", request=b"{}")], durable=True)
+    await queue.insert([Entry(seq=4, uid="u4", request=b"{}")], durable=True)
+    await queue.close()
+    assert rows(path) == [(2, "u2"), (4, "u4")]
+
+
+async def test_closing_releases_the_file_even_if_the_last_commit_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=10, commit_interval=60)
+    await queue.open()
+
+    def disk_error(batch):  # type: ignore[no-untyped-def]
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(queue, "_apply_sync", disk_error)
+    assert queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")]) is None
+    with pytest.raises(OSError):
+        await queue.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")])
+    await queue.close()  # a second close is a no-op

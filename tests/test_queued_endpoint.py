@@ -383,3 +383,25 @@ async def test_a_retry_gets_the_request_as_the_client_sent_it(tmp_path: Path) ->
         await app.stop()
     assert attempts == [("ada", "s3cret")] * 2 + [("bob", "hunter2")] * 2
     assert state["errors"] == 0, "a retry that cannot validate its stored request ends in the error queue"
+
+
+async def test_reprocessing_one_request_twice_at_once_runs_it_once(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    outcomes: dict[int, list[object]] = {1: [RuntimeError("boom"), True]}
+    async with running_app(job_registry(outcomes, seen), tmp_path) as (_, client):
+        uid = (await client.request("jobs", {"n": 1}))["uid"]
+        await eventually(lambda: _count_errors(client, 1))
+        key = {"queue_route_key": "jobs", "request_uid": uid}
+        # Two operators at once: both read the error entry before either moves it.
+        await asyncio.gather(
+            client.request("eco.queued_handler.errors.reprocess.one", key),
+            client.request("eco.queued_handler.errors.reprocess.one", key),
+            return_exceptions=True,
+        )
+        await eventually(lambda: (1, 2) in seen)
+        await client.request("jobs", {"n": 2})  # the worker is still alive
+        await eventually(lambda: (2, 1) in seen)
+        await asyncio.sleep(0.1)
+        state = await data(client)
+    assert seen.count((1, 2)) == 1 and (1, 3) not in seen, f"handled again: {seen}"
+    assert state["errors"] == 0 and state["pending"] == 0

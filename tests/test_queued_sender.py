@@ -255,3 +255,49 @@ async def test_unsendable_message_goes_to_error_queue_not_retried(tmp_path: Path
         errors = await app_client.request("eco.queued_sender.errors.get_first_10", {"queue_route_key": "outbox"})
         assert "exceeds the maximum message size" in errors[0]["reason"] and errors[0]["attempts"] == 1
         assert await app_client.request("eco.error_states.get") == {}
+
+
+async def test_a_cancelled_caller_does_not_cancel_its_batch(tmp_path: Path) -> None:
+    port = free_port()
+    registry, send = sender_registry(port, sequenced=True)
+    async with Target(port) as target, running_app(registry, tmp_path) as (_, client):
+        first = asyncio.ensure_future(send(Msg(n=1)))
+        second = asyncio.ensure_future(send(Msg(n=2)))
+        await asyncio.sleep(0)  # both are stored and wait for the same commit
+        first.cancel()
+        uid = await second
+        assert uid, "the other caller of the commit must get its uid, not a cancellation"
+        # The cancelled caller's message was stored all the same: it is delivered, in order.
+        await eventually(lambda: [n for _, n, _ in target.received] == [1, 2])
+        assert (await sender_data(client))["pending"] == 0
+
+
+async def test_a_backlog_from_before_sequencing_is_delivered(tmp_path: Path) -> None:
+    port = free_port()  # target down: the messages stay pending
+    registry, send = sender_registry(port)
+    async with running_app(registry, tmp_path) as (_, client):
+        for n in range(3):
+            await send(Msg(n=n))
+        assert (await sender_data(client))["pending"] == 3
+    # The next run sequences the sender: the old messages (no group) form one lane.
+    registry, send = sender_registry(port, sequenced=True, group_key=lambda m: m.group)
+    async with Target(port) as target, running_app(registry, tmp_path) as (_, client):
+        await send(Msg(n=3))
+        await eventually(lambda: len(target.received) == 4)
+        assert sorted(n for _, n, _ in target.received) == [0, 1, 2, 3]
+        assert [n for _, n, _ in target.received if n < 3] == [0, 1, 2]
+
+
+async def test_clearing_the_error_queue_releases_blocked_groups(tmp_path: Path) -> None:
+    port = free_port()
+    registry, send = sender_registry(port, sequenced=True, group_key=lambda m: m.group)
+    async with Target(port) as target, running_app(registry, tmp_path) as (_, client):
+        target.reject[("a", 0)] = 300
+        await send(Msg(group="a", n=0))
+        await send(Msg(group="a", n=1))
+        await eventually(lambda: _errors(client, 1))
+        assert (await sender_data(client))["blocked_groups"] == ["a"]
+        cleared = await client.request("eco.queued_sender.errors.clear", {"queue_route_key": "outbox"})
+        assert cleared == {"cleared": 1}
+        await eventually(lambda: [n for _, n, _ in target.received] == [1])
+        assert (await sender_data(client))["blocked_groups"] == []

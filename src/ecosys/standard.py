@@ -95,11 +95,11 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
 
     async def clear(request: QueueRequest) -> dict[str, int]:
         queue = find(request.queue_route_key)
-        pair = queue.require_pair()
-        entries = await pair.error_entries() if isinstance(queue, QueuedSender) else []
-        cleared = await pair.clear_errors()
+        cleared = await queue.require_pair().clear_errors()
         if isinstance(queue, QueuedSender):
-            queue.forget_errors(entries)
+            # Whatever failed while the clear ran is still blocking its group;
+            # every other group's failed head is gone.
+            await queue.unblock_removed()
         return {"cleared": cleared}
 
     _add(registry, f"{prefix}.errors.get_first_10", first_10)

@@ -129,7 +129,8 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         """Store a request (*data* as the client sent it, if known); return the acknowledgement."""
         committed = self.store_nowait(uid, value, data=data)
         if committed is not None:
-            await committed
+            # Shielded: the commit's future is shared by every request in the batch.
+            await asyncio.shield(committed)
         return {"uid": uid}
 
     def store_nowait(

@@ -39,6 +39,7 @@ class QueuePair:
         self.entries: dict[int, Entry] = {}
         self.error_count = 0
         self._next_seq = 1
+        self._moving: set[int] = set()  # error entries on their way back to pending
 
     async def open(self) -> list[Entry]:
         """Open both files, settle interrupted moves; return pending entries in order."""
@@ -71,14 +72,17 @@ class QueuePair:
         """Store a new entry; returns once it is as durable as the commit policy promises.
 
         *value* is the request already validated, kept in memory only (see Entry.value).
+        If the caller is cancelled while it waits, the entry is stored all the same.
         """
-        entry, committed = self.push_nowait(uid, request, group_key, value)
-        if committed is not None:
-            try:
-                await committed
-            except BaseException:
+
+        def stored(error: BaseException | None) -> None:
+            if error is not None:
                 self.forget(entry)
-                raise
+
+        entry, committed = self.push_nowait(uid, request, group_key, value, on_commit=stored)
+        if committed is not None:
+            # Shielded: the future is shared by the whole batch.
+            await asyncio.shield(committed)
         return entry
 
     def push_nowait(
@@ -128,6 +132,11 @@ class QueuePair:
         """The oldest entries of the error queue."""
         return await self.errors.read(select_entries(limit=limit))
 
+    async def error_seqs(self) -> set[int]:
+        """The sequence numbers in the error queue."""
+        rows = await self.errors.read(lambda db: db.execute("SELECT seq FROM entries").fetchall())
+        return {row[0] for row in rows}
+
     async def find_error(self, uid: str) -> Entry:
         """The oldest error entry with *uid*, or EntryNotFound."""
         found = await self.errors.read(select_entries("WHERE uid = ?", (uid,), limit=1))
@@ -143,9 +152,22 @@ class QueuePair:
         return entry
 
     async def reprocess(self, entries: list[Entry]) -> list[Entry]:
-        """Move error entries back to pending with attempts reset; returns them as now pending."""
+        """Move error entries back to pending with attempts reset; returns them as now pending.
+
+        Entries already pending, or being moved by a concurrent call (two
+        operators reprocessing the same uid), are left out: each is moved once.
+        """
+        entries = [e for e in entries if e.seq not in self.entries and e.seq not in self._moving]
         if not entries:
             return []
+        seqs = {e.seq for e in entries}
+        self._moving |= seqs
+        try:
+            return await self._reprocess(entries)
+        finally:
+            self._moving -= seqs
+
+    async def _reprocess(self, entries: list[Entry]) -> list[Entry]:
         for entry in entries:
             entry.generation += 1
             entry.attempts = 0
@@ -166,6 +188,8 @@ class QueuePair:
         return count
 
     async def close(self) -> None:
-        """Commit and close both files."""
-        await self.pending.close()
-        await self.errors.close()
+        """Commit and close both files (the second even if closing the first failed)."""
+        try:
+            await self.pending.close()
+        finally:
+            await self.errors.close()

@@ -155,11 +155,30 @@ class QueuedSender(QueueStorage):
         group = None
         if self.sequenced:
             group = "" if self.group_key is None else str(self.group_key(message))
-        entry = await pair.push(uid, encode_data(message), group)
-        self._lane_push(entry)
+        entry: Entry | None = None
+
+        def stored(error: BaseException | None) -> None:
+            # Called in commit order, so messages join their lanes in the order
+            # they were stored; and a caller cancelled while it waited does not
+            # leave its stored message undelivered.
+            assert entry is not None
+            if error is None:
+                self._lane_push(entry)
+            else:
+                pair.forget(entry)
+
+        entry, committed = pair.push_nowait(uid, encode_data(message), group, on_commit=stored)
+        if committed is None:
+            self._lane_push(entry)
+        else:
+            # Shielded: the commit's future is shared by every message in the batch.
+            await asyncio.shield(committed)
         return uid
 
     def _lane_push(self, entry: Entry) -> None:
+        if self.sequenced and entry.group_key is None:
+            # Stored by this sender before it was sequenced: one lane for all of them.
+            entry.group_key = ""
         lane = entry.group_key if self.sequenced else None
         heapq.heappush(self._lanes.setdefault(lane, []), (entry.seq, entry))
         if self._wakeup is not None:
@@ -288,13 +307,23 @@ class QueuedSender(QueueStorage):
     async def _fail(self, entry: Entry, reason: str) -> None:
         assert self.pair is not None
         log.warning("sender %s: message %s moved to the error queue: %s", self.name, entry.uid, reason)
-        await self.pair.fail(entry, reason)
+        block = self.sequenced and not self.skip_failed and entry.group_key is not None \
+            and entry.group_key not in self._blocked
+        if block:
+            # Blocked before the move, so a clear of the error queue that runs
+            # meanwhile finds the block and lifts it with the entry it removed.
+            assert entry.group_key is not None
+            self._blocked[entry.group_key] = entry.seq
+        try:
+            await self.pair.fail(entry, reason)
+        except BaseException:
+            if block and self._blocked.get(entry.group_key or "") == entry.seq:
+                del self._blocked[entry.group_key or ""]
+            raise
         if not self.pair.pending_count:
             # Nothing left to deliver, so nothing will show the target is back:
             # an "unreachable" state would otherwise stay raised for ever.
             error_states.clear(self.unreachable_state)
-        if self.sequenced and not self.skip_failed and entry.group_key is not None:
-            self._blocked.setdefault(entry.group_key, entry.seq)
         self._release(entry)
 
     def _release(self, entry: Entry) -> None:
@@ -340,6 +369,17 @@ class QueuedSender(QueueStorage):
         for entry in entries:
             if entry.group_key is not None and self._blocked.get(entry.group_key) == entry.seq:
                 del self._blocked[entry.group_key]
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def unblock_removed(self) -> None:
+        """Unblock every group whose failed head is no longer in the error queue (after a clear)."""
+        if not self._blocked:
+            return
+        remaining = await self.require_pair().error_seqs()
+        for group, seq in list(self._blocked.items()):
+            if seq not in remaining:
+                del self._blocked[group]
         if self._wakeup is not None:
             self._wakeup.set()
 

@@ -127,6 +127,10 @@ MAX_CHANGES_PER_STATEMENT = 2048
 # The most commits one job makes back to back before it queues itself again
 # behind whatever else waits for the queue's thread (a read, the close).
 COMMITS_PER_JOB = 8
+# After a failed commit, the changes nobody was told about are tried again this
+# many seconds later at the soonest (or after commit_interval, if longer): a
+# failing disk gets a retry and an error line per second, not per commit_interval.
+FAILED_COMMIT_RETRY = 1.0
 
 
 def _change(op: int, **values: Any) -> tuple[Any, ...]:
@@ -214,7 +218,7 @@ class _Batch:
     costs no disk write at all.
     """
 
-    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "done", "listeners")
+    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "waited", "done", "listeners")
 
     def __init__(self) -> None:
         self.clear = False
@@ -222,6 +226,9 @@ class _Batch:
         self.deletes: set[int] = set()
         self.attempts: dict[int, int] = {}
         self.inserts = 0
+        # Sequence numbers inserted by callers that wait for this commit: if it
+        # fails they are told, and the rows are not written later behind their back.
+        self.waited: set[int] = set()
         self.done: asyncio.Future[None] | None = None
         # Called in order with None (committed) or the error once the batch is
         # settled: one plain call each, where a callback on the shared future
@@ -271,6 +278,7 @@ class DurableQueue:
         self._taken: deque[_Batch] = deque()  # taken by the thread, not yet settled on the loop
         self._committer_running = False  # a commit job runs on the thread or waits for it
         self._uncommitted_inserts = 0
+        self._waiting_inserts = 0  # inserts whose callers wait for a commit not yet settled
         self._due = False  # commit_interval passed with changes waiting
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -374,7 +382,9 @@ class DurableQueue:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
         committed = self.insert_nowait(entries, durable=durable)
         if committed is not None:
-            await committed
+            # Shielded: the future is shared by the whole batch, and a cancelled
+            # caller must not cancel it for every other caller waiting on it.
+            await asyncio.shield(committed)
 
     def insert_nowait(
         self, entries: list[Entry], *, durable: bool | None = None,
@@ -393,9 +403,16 @@ class DurableQueue:
                 batch.attempts.pop(entry.seq, None)
             batch.inserts += len(entries)
             self._uncommitted_inserts += len(entries)
+            # While an earlier insert waits for its commit, later ones wait too:
+            # acknowledged at once, a later entry would reach its worker (or its
+            # sequenced lane) before the earlier one, out of order.
             must_wait = durable if durable is not None else (
-                self.max_uncommitted == 0 or self._uncommitted_inserts > self.max_uncommitted
+                self.max_uncommitted == 0 or self._waiting_inserts > 0
+                or self._uncommitted_inserts > self.max_uncommitted
             )
+            if must_wait:
+                batch.waited.update(entry.seq for entry in entries)
+                self._waiting_inserts += len(entries)
             committed = self._changed_nowait(wait=must_wait)
             if committed is not None and on_commit is not None:
                 batch.listeners.append(on_commit)
@@ -437,7 +454,7 @@ class DurableQueue:
             batch.attempts.clear()
             committed = self._changed_nowait(wait=True)
         assert committed is not None  # wait=True always returns the commit's future
-        await committed
+        await asyncio.shield(committed)
 
     def _writable(self) -> _Batch:
         if self._closed:
@@ -465,13 +482,14 @@ class DurableQueue:
             self._due = True
             self._start_committing()
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, delay: float | None = None) -> None:
         with self._lock:
             if self._batch and self._timer is None and not self._committer_running \
                     and not self._closed and self._loop is not None:
                 # Changes nobody waits for go out with the next commit, or at the latest
                 # after commit_interval; committing them at once would defeat batching.
-                self._timer = self._loop.call_later(self.commit_interval, self._interval_elapsed)
+                self._timer = self._loop.call_later(
+                    self.commit_interval if delay is None else delay, self._interval_elapsed)
 
     def _start_committing(self) -> None:
         # Called with the lock held: the thread decides to stop under the same lock.
@@ -488,11 +506,15 @@ class DurableQueue:
             self._taken.popleft()
             # Counted until committed (or failed): the loss bound covers batches in flight.
             self._uncommitted_inserts -= batch.inserts
+            self._waiting_inserts -= len(batch.waited)
+            requeued = error is not None and self._requeue(batch)
         if error is None:
             if batch:
                 self.commits += 1
         else:
             log.error("queue %s: commit failed: %s", self.path.name, error)
+            if requeued:
+                self._arm_timer(max(self.commit_interval, FAILED_COMMIT_RETRY))
         _notify(batch, error)
         done = batch.done
         if done is not None and not done.done():
@@ -503,6 +525,39 @@ class DurableQueue:
                 # Logged above and told to the listeners; a commit that only
                 # listeners wait for must not also warn "never retrieved".
                 done.exception()
+
+    def _requeue(self, failed: _Batch) -> bool:
+        """Put a failed batch's changes that nobody was told about back for the next commit.
+
+        Deletes, attempt counts and inserts acknowledged before their commit
+        (max_uncommitted) would otherwise be lost while memory still holds
+        them: an acknowledged request missing from disk, a handled one run
+        again after a restart. Inserts whose callers heard of the failure and
+        a clear (its caller heard too) are not retried; a change to an entry
+        that a later batch changes again is superseded by it. Called with the
+        lock held.
+        """
+        if self._closed:
+            return False
+        newer = [*self._taken, self._batch]
+        if any(batch.clear for batch in newer):
+            return False
+        touched: set[int] = set()
+        for batch in newer:
+            touched.update(batch.rows, batch.deletes, batch.attempts)
+        current = self._batch
+        for seq in failed.deletes:
+            if seq not in touched:
+                current.deletes.add(seq)
+        for seq, row in failed.rows.items():
+            if seq not in touched and seq not in failed.waited:
+                current.rows[seq] = row
+                current.inserts += 1
+                self._uncommitted_inserts += 1
+        for seq, attempts in failed.attempts.items():
+            if seq not in touched:
+                current.attempts[seq] = attempts
+        return bool(current)
 
     async def flush(self) -> None:
         """Commit everything written so far."""
@@ -516,7 +571,7 @@ class DurableQueue:
                 done = self._taken[-1].waiter(loop)
             else:
                 return
-        await done
+        await asyncio.shield(done)
 
     async def read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run a read-only *query* on the queue's thread (after pending writes commit)."""
@@ -529,14 +584,18 @@ class DurableQueue:
         """Commit what is left and close the file."""
         if self._closed:
             return
-        await self.flush()
-        with self._lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
-        self._executor.shutdown(wait=True)
+        try:
+            # A failing last commit is logged by _settle and raised to the caller,
+            # but the file and the thread are released all the same.
+            await self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=True)
 
 
 def _notify(batch: _Batch, error: BaseException | None) -> None:
