@@ -401,3 +401,12 @@ def test_script_name_starting_with_digit_gets_valid_name(monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "argv", ["/x/2fast.py"])
     monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
     assert Application().name == "app_2fast"
+
+
+@pytest.mark.parametrize("variable", ["ECOENV_LOG_DIR", "ECOENV_QUEUE_DIR", "ECOENV_DEFAULT_DIR",
+                                      "ECOENV_UDS_MY_APP_BLUE"])
+def test_an_empty_path_variable_is_refused_by_name(variable: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        configure({variable: ""})
+    assert names(str(info.value), variable), f"message must name the variable: {info.value}"
+    assert "empty path" in str(info.value)

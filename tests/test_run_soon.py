@@ -221,3 +221,83 @@ async def test_application_with_own_task_keeper_waits_for_run_soon_tasks(tmp_pat
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stop_waits_for_tasks_started_by_a_queued_handler_it_lets_finish(tmp_path: Path) -> None:
+    from ecosys import TcpClient, queued_endpoint
+
+    done: list[str] = []
+    registry = Registry()
+
+    @run_soon
+    async def follow_up(n: int) -> None:
+        await asyncio.sleep(0.2)
+        done.append(f"follow-up {n}")
+
+    @queued_endpoint("job", registry=registry)
+    async def job(request: dict[str, int]) -> bool:
+        await asyncio.sleep(0.3)  # still running when the stop begins
+        follow_up(request["n"])
+        return True
+
+    app = Application("run_soon_app", instance="3", registry=registry,
+                      config={"default_dir": str(tmp_path), "queue_dir": str(tmp_path / "q"),
+                              "tcp": "127.0.0.1:0", "shutdown_grace": 5})
+    app.configure(argv=[], environ={})
+    await app.start()
+    try:
+        async with TcpClient("127.0.0.1", app.servers[0].port) as client:
+            await client.request("job", {"n": 7})
+        await asyncio.sleep(0.05)  # the worker has started the handler
+    finally:
+        await app.stop()
+    assert done == ["follow-up 7"], "a task started by a handler during the drain was dropped"
+
+
+def test_request_stop_from_another_thread_wakes_the_application(tmp_path: Path) -> None:
+    import threading
+
+    app = make_app(tmp_path)
+    started, stopped = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        await app.start()
+        started.set()
+        await app._serve_started(banner=False)
+
+    def run() -> None:
+        asyncio.run(serve())
+        stopped.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(5)
+    began = time.perf_counter()
+    app.request_stop()
+    assert stopped.wait(5), "request_stop() from another thread did not stop the application"
+    assert time.perf_counter() - began < 2.0
+    thread.join(5)
+
+
+async def test_a_refused_second_start_leaves_the_running_one_alone(tmp_path: Path) -> None:
+    from ecosys import AlreadyRunning
+
+    first, second = make_app(tmp_path), make_app(tmp_path)
+    done: list[str] = []
+
+    @run_soon
+    async def background() -> None:
+        await asyncio.sleep(0.3)
+        done.append("finished")
+
+    await first.start()
+    try:
+        task = background()
+        with pytest.raises(AlreadyRunning):
+            await second.start()
+        await second.stop()  # must not drain or cancel the first one's tasks
+        assert not task.done(), "the refused instance's stop() waited for the running one's tasks"
+        await task
+        assert done == ["finished"]
+    finally:
+        await first.stop()

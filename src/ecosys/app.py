@@ -88,6 +88,7 @@ class Application:
         self._lock: InstanceLock | None = None
         self._logs: LogSetup | None = None
         self._stop_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
         self._stopping = False
 
     def build_router(self) -> Router:
@@ -155,8 +156,12 @@ class Application:
         cfg = self.config
         assert cfg is not None
         self._stop_event = asyncio.Event()
-        self._lock = InstanceLock(cfg.lock_path)
-        self._lock.acquire(f"{self.name} instance {self.instance}")
+        self._loop = asyncio.get_running_loop()
+        lock = InstanceLock(cfg.lock_path)
+        lock.acquire(f"{self.name} instance {self.instance}")
+        # Only once it is ours: stop() after a refused start must not tear down
+        # the running instance's shared state (statistics timer, background tasks).
+        self._lock = lock
         # Current from here on: queue workers resuming old work may call current_app().
         previous, _current = _current, self
         use_task_keeper(self.task_keeper)
@@ -207,8 +212,10 @@ class Application:
         key = queue.route_key if isinstance(queue, QueuedEndpoint) else queue.name
         return f"{queue.kind}.{key}"
 
-    async def _close_queues(self, grace: float) -> None:
-        queues, self._open_queue_list = self._open_queue_list, []
+    async def _close_queues(self, grace: float, *, endpoints_only: bool = False) -> None:
+        queues = [q for q in self._open_queue_list
+                  if not endpoints_only or isinstance(q, QueuedEndpoint)]
+        self._open_queue_list = [q for q in self._open_queue_list if q not in queues]
         for queue in queues:
             stats.queue_sources.pop(self._queue_label(queue), None)
         # Senders last: endpoint handlers and run_soon tasks may still enqueue messages.
@@ -240,7 +247,21 @@ class Application:
             self.servers.append(server)
 
     def request_stop(self) -> None:
-        """Ask a running application to shut down (what SIGINT and SIGTERM do)."""
+        """Ask a running application to shut down (what SIGINT and SIGTERM do); any thread may call it."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                # asyncio.Event is not thread-safe: set from another thread, the
+                # loop would not wake up until something else happened.
+                loop.call_soon_threadsafe(self._set_stop_event)
+                return
+        self._set_stop_event()
+
+    def _set_stop_event(self) -> None:
         if self._stop_event is not None:
             if self._stop_event.is_set():
                 log.warning("already shutting down; waiting for in-flight work to finish")
@@ -261,9 +282,13 @@ class Application:
         log.info("shutting down (grace %.1fs)", grace)
         try:
             await self._close_servers(grace)
+            # Queued endpoints before the run_soon tasks: a handler still running
+            # may start tasks, which must be waited for like the others.
+            await self._close_queues(grace, endpoints_only=True)
             cancelled = await self.task_keeper.wait_all(grace)
             if cancelled:
                 log.warning("%d background task(s) cancelled at shutdown", cancelled)
+            # Senders last: handlers and run_soon tasks may still enqueue messages.
             await self._close_queues(grace)
             await stats.stop()
             log.info("%s instance %s stopped", self.name, self.instance)

@@ -89,6 +89,17 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+def _non_empty_path(value: Any) -> Any:
+    # An empty string would become Path("."): files in whatever the current
+    # directory happens to be, with no error (ECOENV_LOG_DIR= in a shell script).
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an empty path is not allowed; leave the setting out to use the default")
+    return value
+
+
+NonEmptyPath = Annotated[Path, BeforeValidator(_non_empty_path)]
+
+
 class Settings(BaseModel):
     """Every setting of an application; read it from code as ``app.config``."""
 
@@ -98,11 +109,11 @@ class Settings(BaseModel):
     instance: str
     tcp: Address | None = None
     udp: Address | None = None
-    uds: Path | None = None
-    default_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "ecosys")
-    lock_dir: Path | None = None
-    log_dir: Path | None = None
-    queue_dir: Path | None = None
+    uds: NonEmptyPath | None = None
+    default_dir: NonEmptyPath = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "ecosys")
+    lock_dir: NonEmptyPath | None = None
+    log_dir: NonEmptyPath | None = None
+    queue_dir: NonEmptyPath | None = None
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     log_max_size: int = Field(10 * 1024 * 1024, ge=1024)
     log_backups: int = Field(5, ge=1, le=1000)
