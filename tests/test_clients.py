@@ -566,3 +566,107 @@ async def test_large_requests_are_written_as_they_come(router: Router, short_tmp
     finally:
         await client.close()
         await server.close(1)
+
+
+@pytest.fixture(params=["tcp", "uds"])
+def stream_kind_and_server(request: pytest.FixtureRequest) -> tuple[str, object]:
+    return request.param, request.getfixturevalue(f"{request.param}_server")
+
+
+async def test_a_cancelled_request_never_hands_its_answer_to_the_next_with_its_uid(
+    stream_kind_and_server: tuple[str, object],
+) -> None:
+    kind, server = stream_kind_and_server
+    uid = str(uuid.uuid4())  # requests sent while handling one share its uid
+    async with make_client(kind, server, heartbeat_interval=None) as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await client.request("sleep", {"seconds": 0.3}, uid=uid)
+        answer = await client.request("sleep", {"seconds": 0.4}, uid=uid)
+    assert answer == {"seconds": 0.4}, "the answer of the cancelled request went to the next one"
+
+
+async def test_a_timed_out_uid_is_set_aside_before_anyone_reuses_it(
+    stream_kind_and_server: tuple[str, object],
+) -> None:
+    kind, server = stream_kind_and_server
+    uid = str(uuid.uuid4())
+    async with make_client(kind, server, heartbeat_interval=None) as client:
+        await client.request("echo", {"message": "connect first"})
+
+        async def times_out() -> str:
+            try:
+                await client.request("sleep", {"seconds": 1.0}, uid=uid, timeout=0.3)
+            except RequestTimeout as exc:
+                return repr(exc)
+            return "answered"
+
+        async def reuses_the_uid() -> object:
+            await asyncio.sleep(0.29)
+            return await client.request("sleep", {"seconds": 0.1}, uid=uid)
+
+        async def busy_loop_turn() -> None:
+            await asyncio.sleep(0.25)
+            time.sleep(0.1)  # CPU work: the timeout and the next request fall due together
+
+        first = asyncio.ensure_future(times_out())
+        second = asyncio.ensure_future(reuses_the_uid())
+        await busy_loop_turn()
+        assert "RequestTimeout" in await first
+        assert await second == {"seconds": 0.1}, "the late answer went to the next request"
+
+
+async def _unresponsive_listener() -> tuple[int, list[object]]:
+    """A listener whose accept queue is full: connection attempts hang until their timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    sockets = [listener]
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        sockets.append(filler)
+    await asyncio.sleep(0.2)
+    return port, sockets
+
+
+async def test_concurrent_callers_share_one_connect_attempt() -> None:
+    port, sockets = await _unresponsive_listener()
+    client = TcpClient("127.0.0.1", port, connect_timeout=0.5, retries=0, heartbeat_interval=None)
+    started = time.perf_counter()
+
+    async def one() -> float:
+        with pytest.raises(ConnectFailed):
+            await client.request("echo", {"message": "x"})
+        return time.perf_counter() - started
+
+    try:
+        waits = await asyncio.gather(*(one() for _ in range(10)))
+    finally:
+        await client.close()
+        for sock in sockets:
+            sock.close()  # type: ignore[attr-defined]
+    assert max(waits) < 1.5, f"callers waited one connect timeout after another: {waits}"
+
+
+async def test_closing_the_client_while_it_connects_fails_the_callers() -> None:
+    port, sockets = await _unresponsive_listener()
+    client = TcpClient("127.0.0.1", port, connect_timeout=5, retries=0, heartbeat_interval=None)
+    try:
+        call = asyncio.ensure_future(client.request("echo", {"message": "x"}))
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        await client.close()
+        with pytest.raises(ConnectFailed, match="closed while connecting"):
+            await call
+        assert time.perf_counter() - started < 1.0
+    finally:
+        for sock in sockets:
+            sock.close()  # type: ignore[attr-defined]

@@ -259,3 +259,39 @@ async def test_handlers_run_inside_a_task_from_their_first_line(short_tmp) -> No
     finally:
         await tcp.close(1)
         await udp.close()
+
+
+async def test_half_close_after_a_request_that_suspends_once_gets_answer(
+    stream_server: TcpServer | UdsServer,
+) -> None:
+    # The handler finishes in the loop iteration that reads the EOF: its response
+    # is gathered, not yet written, when the connection is about to close.
+    for _ in range(10):
+        reader, writer = await open_stream(stream_server)
+        writer.write(b'{"route_key":"sleep","data":{"seconds":0}}\n')
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.endswith(b"\n") and orjson.loads(answer)["status"] == 0, answer
+        writer.close()
+
+
+async def test_unterminated_bytes_at_eof_get_100_and_the_connection_closes(
+    stream_server: TcpServer | UdsServer,
+) -> None:
+    reader, writer = await open_stream(stream_server)
+    writer.write(b'{"route_key":"sleep","data":{"seconds":0.1}}\n{"route_k')
+    writer.write_eof()
+    lines = (await asyncio.wait_for(reader.read(), 5)).splitlines()
+    answers = [orjson.loads(line) for line in lines]
+    assert len(answers) == 2, answers
+    error = next(a for a in answers if a["status"] != 0)
+    assert error["status"] == 100 and error["uid"] is None
+    assert error["data"]["details"] == {"unterminated_bytes": 9}
+    assert "newline" in error["data"]["message"]
+    assert any(a["status"] == 0 and a["data"] == {"seconds": 0.1} for a in answers)
+    writer.close()
+    for _ in range(100):  # the server closed its side and forgot the connection
+        if not stream_server.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not stream_server.connections, "the connection is still open on the server"

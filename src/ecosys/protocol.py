@@ -219,6 +219,10 @@ class LineSplitter:
         """Bytes held of a line whose newline has not arrived yet."""
         return len(self._partial)
 
+    def reset(self) -> None:
+        """Drop the bytes of an unfinished line."""
+        self._partial.clear()
+
     def feed(self, data: bytes) -> tuple[list[bytes], bool]:
         """Return the complete lines in *data* (without newlines) and whether the limit was exceeded.
 

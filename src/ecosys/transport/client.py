@@ -217,7 +217,7 @@ class ResponseMatcher:
         # after a while): until then another request with that uid must wait, or
         # it would be handed the old request's answer.
         self.abandoned: dict[str, asyncio.Future[None]] = {}
-        self._deadlines: list[tuple[float, int, asyncio.Future[Response], float]] = []
+        self._deadlines: list[tuple[float, int, asyncio.Future[Response], float, str]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -249,14 +249,18 @@ class ResponseMatcher:
             # Answered requests stay in the heap until their deadline; drop them now and then.
             deadlines[:] = [d for d in deadlines if not d[2].done()]
             heapq.heapify(deadlines)
-        heapq.heappush(deadlines, (deadline, next(self._order), future, timeout))
+        heapq.heappush(deadlines, (deadline, next(self._order), future, timeout, uid))
         if self._timer is None or deadline < self._timer_at:
             self._arm(loop, deadline)
         try:
             write(uid, payload)
             return await future
-        except RequestTimeout:
-            self._abandon(loop, uid, timeout)
+        except asyncio.CancelledError:
+            # The caller gave up (asyncio.timeout, a cancelled task): the request
+            # may still be answered, and that answer must not go to the next
+            # request with this uid (requests sent while handling one share its uid).
+            if not future.done() or future.cancelled():
+                self._abandon(loop, uid, timeout)
             raise
         finally:
             if self.pending.get(uid) is future:
@@ -288,9 +292,13 @@ class ResponseMatcher:
         deadlines = self._deadlines
         now = loop.time()
         while deadlines and deadlines[0][0] <= now:
-            _, _, future, timeout = heapq.heappop(deadlines)
+            _, _, future, timeout, uid = heapq.heappop(deadlines)
             if not future.done():
                 future.set_exception(RequestTimeout(f"no response within {timeout:g}s"))
+                # At once, not when the caller resumes: another request with this
+                # uid may be sent before that, and would get the late answer.
+                if self.pending.get(uid) is future:
+                    self._abandon(loop, uid, timeout)
         while deadlines and deadlines[0][2].done():
             heapq.heappop(deadlines)
         if deadlines:
@@ -511,7 +519,7 @@ class StreamClient(Client):
         self.heartbeat_timeout = heartbeat_timeout
         self._connection: StreamClientProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._connect_lock: asyncio.Lock | None = None
+        self._connecting: asyncio.Task[StreamClientProtocol] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     def _protocol_factory(self) -> StreamClientProtocol:
@@ -536,23 +544,31 @@ class StreamClient(Client):
             # First use, or a client reused on a new event loop: start afresh.
             self._loop = loop
             self._connection = None
-            self._connect_lock = asyncio.Lock()
+            self._connecting = None
             self._heartbeat_task = None
         connection = self._connection
         if connection is not None and connection.alive:
             return connection
-        assert self._connect_lock is not None
-        async with self._connect_lock:
-            connection = self._connection
-            if connection is not None and connection.alive:
-                return connection
-            connection = await self._connect()
-            self._connection = connection
-            if self.heartbeat_interval and (
-                self._heartbeat_task is None or self._heartbeat_task.done()
-            ):
-                self._heartbeat_task = loop.create_task(self._keep_alive())
-            return connection
+        connecting = self._connecting
+        if connecting is None or connecting.done():
+            # One attempt shared by every caller that needs the connection now:
+            # taking turns, N callers would wait up to N connect timeouts.
+            connecting = self._connecting = loop.create_task(self._open_shared())
+        try:
+            # Shielded: a caller giving up must not cancel the others' attempt.
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if connecting.cancelled() and current is not None and not current.cancelling():
+                raise ConnectFailed(f"the client was closed while connecting to {self.url}") from None
+            raise
+
+    async def _open_shared(self) -> StreamClientProtocol:
+        connection = await self._connect()
+        self._connection = connection
+        if self.heartbeat_interval and (self._heartbeat_task is None or self._heartbeat_task.done()):
+            self._heartbeat_task = asyncio.get_running_loop().create_task(self._keep_alive())
+        return connection
 
     async def _keep_alive(self) -> None:
         assert self.heartbeat_interval
@@ -588,6 +604,11 @@ class StreamClient(Client):
     async def close(self) -> None:
         """Close the shared connection and stop its heartbeat."""
         loop = asyncio.get_running_loop()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()  # its waiters get ConnectFailed
+            if connecting.get_loop() is loop:
+                await asyncio.wait([connecting])
         task, self._heartbeat_task = self._heartbeat_task, None
         if task is not None and not task.done():
             task.cancel()

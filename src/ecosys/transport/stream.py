@@ -119,11 +119,24 @@ class StreamServerProtocol(asyncio.Protocol):
         self._transport = None
 
     def eof_received(self) -> bool | None:
+        unterminated = self._splitter.pending
+        if unterminated:
+            # Not a request (requests end with a newline), so say so; left pending,
+            # these bytes would keep _close_if_drained from ever closing the connection.
+            self._splitter.reset()
+            self._write(encode_error(
+                None, Status.PROTOCOL_ERROR,
+                "the input ended in the middle of a message (no newline after its last "
+                f"{unterminated} byte(s)); every message must end with a newline",
+                {"unterminated_bytes": unterminated},
+            ))
         # A transient client may half-close after its request: keep the write
         # side open until the pending responses are written.
         if self._in_flight:
             self._stopped = True
             return True
+        # Responses gathered in this loop iteration are written before the close.
+        self._flush_out()
         return None
 
     def pause_writing(self) -> None:
