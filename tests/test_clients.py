@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pydantic
 import pytest
 from conftest import build_registry
 from pydantic import BaseModel
@@ -670,3 +671,112 @@ async def test_closing_the_client_while_it_connects_fails_the_callers() -> None:
     finally:
         for sock in sockets:
             sock.close()  # type: ignore[attr-defined]
+
+
+class Named(BaseModel):
+    name: str
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def strip_name(cls, value: dict) -> dict:  # type: ignore[type-arg]
+        value["name"] = value["name"].strip()  # KeyError when "name" is missing: a validator bug
+        return value
+
+
+def awkward_registry() -> Registry:
+    registry = Registry()
+
+    @endpoint("named", registry=registry)
+    async def named(request: Named) -> str:
+        return request.name
+
+    @endpoint("slow", registry=registry)
+    async def slow() -> str:
+        await asyncio.sleep(0.3)
+        return "slow"
+
+    @endpoint("inner_cancel", registry=registry)
+    async def inner_cancel() -> None:
+        doomed = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.get_running_loop().call_later(0.01, doomed.cancel)
+        await doomed
+
+    @endpoint("exits", registry=registry)
+    async def exits() -> None:
+        raise SystemExit("a library called sys.exit")
+
+    @endpoint("posonly", registry=registry)
+    async def posonly(request: Echo, /, uid: str) -> str:
+        return f"{request.message} {uid}"
+
+    return registry
+
+
+async def test_handler_and_validator_failures_are_answered_and_the_server_goes_on() -> None:
+    router = Router(awkward_registry())
+    tcp = TcpServer(router, "127.0.0.1", 0)
+    udp = UdpServer(router, "127.0.0.1", 0)
+    await tcp.start()
+    await udp.start()
+    try:
+        async with TcpClient("127.0.0.1", tcp.port) as client:
+            slow = asyncio.ensure_future(client.request("slow"))  # in flight on the same connection
+            for route, data in (("named", {}), ("inner_cancel", None), ("exits", None)):
+                with pytest.raises(ProcessingFailed) as info:
+                    await client.request(route, data)
+                assert info.value.status == 600
+            assert await slow == "slow", "the connection must survive every failure"
+            assert await client.request("named", {"name": " ok "}) == "ok"
+            uid = str(uuid.uuid4())
+            assert await client.request("posonly", {"message": "hi"}, uid=uid) == f"hi {uid}"
+        async with UdpClient("127.0.0.1", udp.port, retries=0, timeout=2) as client:
+            with pytest.raises(ProcessingFailed, match="KeyError"):
+                await client.request("named", {})
+            assert await client.request("named", {"name": "udp"}) == "udp"
+    finally:
+        await tcp.close(1)
+        await udp.close(1)
+
+
+async def test_a_connection_opened_inside_a_request_does_not_keep_its_uid(tcp_server: TcpServer) -> None:
+    from ecosys.tracking import current_uid
+
+    client = TcpClient("127.0.0.1", tcp_server.port, heartbeat_interval=30)
+    try:
+        with uid_scope(str(uuid.uuid4())):
+            await client.request("echo", {"message": "opens the connection"})
+        heartbeat = client._heartbeat_task
+        assert heartbeat is not None
+        assert heartbeat.get_context().get(current_uid) is None, "the heartbeat logs with a request's uid"
+    finally:
+        await client.close()
+
+
+async def test_a_udp_retry_after_a_timeout_does_not_wait_out_another_timeout() -> None:
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+    started = time.perf_counter()
+
+    async def drop_the_first_datagram() -> None:
+        while True:
+            data, addr = await loop.sock_recvfrom(server, 65536)
+            arrivals.append(time.perf_counter() - started)
+            if len(arrivals) > 1:
+                request = json.loads(data)
+                answer = {"uid": request["uid"], "status": 0, "data": "second try"}
+                await loop.sock_sendto(server, json.dumps(answer).encode(), addr)
+
+    serving = asyncio.ensure_future(drop_the_first_datagram())
+    try:
+        async with UdpClient("127.0.0.1", port, timeout=0.5, retries=2, retry_delay=0.05) as client:
+            assert await client.request("echo", {"message": "x"}) == "second try"
+    finally:
+        serving.cancel()
+        server.close()
+    assert len(arrivals) == 2 and arrivals[1] < 0.9, f"the retry waited out the timeout again: {arrivals}"

@@ -333,3 +333,30 @@ async def test_closing_releases_the_file_even_if_the_last_commit_fails(
     with pytest.raises(RuntimeError, match="closed"):
         queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")])
     await queue.close()  # a second close is a no-op
+
+
+async def test_a_failed_pop_is_not_retried_behind_the_operators_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = QueuePair(tmp_path / "p.sqlite", tmp_path / "e.sqlite")
+    await pair.open()
+    entry = await pair.push("0b1c5a2e-8a7e-4c55-9d0e-0a4b7b6c9f11", b'{"x":1}')
+    await pair.fail(entry, "boom")
+    real_apply = pair.errors._apply_sync
+    failing = [1]
+
+    def disk_error_once(batch):  # type: ignore[no-untyped-def]
+        if failing:
+            failing.pop()
+            raise sqlite3.OperationalError("disk I/O error")
+        real_apply(batch)
+
+    monkeypatch.setattr(pair.errors, "_apply_sync", disk_error_once)
+    with pytest.raises(sqlite3.OperationalError):
+        await pair.pop_error(entry.uid)
+    await asyncio.sleep(1.3)  # past FAILED_COMMIT_RETRY
+    assert await pair.error_seqs() == {entry.seq}, "the operator was told the pop failed"
+    assert pair.error_count == 1
+    popped = await pair.pop_error(entry.uid)  # the operator tries again
+    assert popped.seq == entry.seq and await pair.error_seqs() == set()
+    await pair.close()

@@ -15,6 +15,7 @@ from ecosys import (
     Application,
     ApplicationBusy,
     ConfigurationError,
+    ConnectionLost,
     Registry,
     TcpClient,
     UdpClient,
@@ -405,3 +406,61 @@ async def test_reprocessing_one_request_twice_at_once_runs_it_once(tmp_path: Pat
         state = await data(client)
     assert seen.count((1, 2)) == 1 and (1, 3) not in seen, f"handled again: {seen}"
     assert state["errors"] == 0 and state["pending"] == 0
+
+
+async def test_a_commit_slower_than_the_shutdown_grace_does_not_break_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({}, seen)
+    app = Application("qapp", instance="1", registry=registry,
+                      config={"tcp": "127.0.0.1:0", "queue_dir": str(tmp_path / "queues"),
+                              "default_dir": str(tmp_path), "shutdown_grace": 0.3})
+    await app.start()
+    pending = registry.endpoints["jobs"].pair.pending  # type: ignore[attr-defined]
+    real_apply = pending._apply_sync
+
+    def slow_disk(batch):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        real_apply(batch)
+
+    monkeypatch.setattr(pending, "_apply_sync", slow_disk)
+    client = TcpClient("127.0.0.1", app.servers[0].port, timeout=5)
+    call = asyncio.ensure_future(client.request("jobs", {"n": 1}))
+    await asyncio.sleep(0.2)
+    await app.stop()  # must not raise CancelledError out of the drain
+    assert registry.endpoints["jobs"].pair is None  # type: ignore[attr-defined]
+    # The connection closed after the grace, before the acknowledgement could go out.
+    with pytest.raises(ConnectionLost):
+        await call
+    await client.close()
+    monkeypatch.undo()
+    # The queue's close committed the request all the same: the next run handles it.
+    async with running_app(job_registry({}, seen), tmp_path) as _:
+        await eventually(lambda: seen == [(1, 1)])
+
+
+async def test_a_handler_whose_own_await_was_cancelled_goes_to_the_error_queue(tmp_path: Path) -> None:
+    registry = Registry()
+
+    @queued_endpoint("jobs", registry=registry, max_retries=0)
+    async def jobs(request: Job) -> bool:
+        if request.n == 1:
+            doomed = asyncio.ensure_future(asyncio.sleep(10))
+            asyncio.get_running_loop().call_later(0.01, doomed.cancel)
+            await doomed  # raises CancelledError in the handler, not a stop of the worker
+        return True
+
+    async with running_app(registry, tmp_path) as (_, client):
+        await client.request("jobs", {"n": 1})
+        await eventually(lambda: _count_errors(client, 1))
+        await client.request("jobs", {"n": 2})  # the worker is still alive
+        await eventually(lambda: _pending_is(client, 0))
+        errors = await client.request("eco.queued_handler.errors.get_first_10", {"queue_route_key": "jobs"})
+    assert errors[0]["reason"].startswith("CancelledError")
+
+
+async def _pending_is(client, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await data(client))["pending"] == n

@@ -301,3 +301,31 @@ async def test_clearing_the_error_queue_releases_blocked_groups(tmp_path: Path) 
         assert cleared == {"cleared": 1}
         await eventually(lambda: [n for _, n, _ in target.received] == [1])
         assert (await sender_data(client))["blocked_groups"] == []
+
+
+async def test_a_head_failing_while_a_clear_runs_keeps_its_group_blocked(tmp_path: Path) -> None:
+    from ecosys.queues.sender import QueuedSender
+
+    sender = QueuedSender(TcpClient("127.0.0.1", free_port(), retries=0), "take", sequenced=True,
+                          group_key=lambda m: m["g"])
+    await sender.open(tmp_path, "p")
+    # Drive by hand: no delivery loop.
+    sender._stopping = True
+    assert sender._wakeup is not None and sender._worker is not None
+    sender._wakeup.set()
+    await sender._worker
+    pair = sender.require_pair()
+    old, _ = pair.push_nowait("0b1c5a2e-8a7e-4c55-9d0e-0a4b7b6c9f10", b"{}", "other")
+    await pair.pending.flush()
+    await sender._fail(old, "an older failure")
+    head, _ = pair.push_nowait("0b1c5a2e-8a7e-4c55-9d0e-0a4b7b6c9f11", b"{}", "g")
+    await pair.pending.flush()
+    assert await pair.clear_errors() == 1
+    # The head of group g fails while the clear's follow-up reads the error file.
+    unblocking = asyncio.ensure_future(sender.unblock_removed())
+    await asyncio.sleep(0)
+    await sender._fail(head, "status 300: rejected")
+    await unblocking
+    assert sender._blocked == {"g": head.seq}, "group g was released past its failed head"
+    assert await pair.error_seqs() == {head.seq}
+    await sender._close_storage()

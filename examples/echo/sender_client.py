@@ -8,7 +8,7 @@ import sys
 
 from pydantic import BaseModel
 
-from ecosys import ResponseError, client_from_url, sender
+from ecosys import ResponseError, TransportError, client_from_url, sender
 
 
 class Echo(BaseModel):
@@ -33,6 +33,9 @@ async def main(text: str) -> int:
         reply = await send_echo(text)
     except ResponseError as exc:
         print(f"the server answered status {exc.status}: {exc.message}")
+        return 1
+    except TransportError as exc:  # no server there, a timeout, a dropped connection
+        print(f"failed: {exc}")
         return 1
     finally:
         await client.close()

@@ -62,6 +62,7 @@ class Endpoint:
         self.uid_param: str | None = None
         self.uid_as_uuid = False
         self._positional = False  # True when the handler is called as handler(value)
+        self._request_positional_only = False  # handler(request, /, uid)
         self._inspect_signature()
         self.validate: Callable[[Any], Any] = self._build_validator()
 
@@ -99,6 +100,7 @@ class Endpoint:
                 )
             self.request_param = param.name
             self.request_type = hints[param.name]
+            self._request_positional_only = param.kind == param.POSITIONAL_ONLY
             self._positional = self.uid_param is None and param.kind in (
                 param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD
             )
@@ -128,10 +130,12 @@ class Endpoint:
         if self._positional:
             return self.handler(value)
         kwargs: dict[str, Any] = {}
-        if self.request_param is not None:
-            kwargs[self.request_param] = value
         if self.uid_param is not None:
             kwargs[self.uid_param] = uuid.UUID(uid) if self.uid_as_uuid else uid
+        if self._request_positional_only:
+            return self.handler(value, **kwargs)
+        if self.request_param is not None:
+            kwargs[self.request_param] = value
         return self.handler(**kwargs)
 
     def invoke(self, call: PreparedCall) -> Coroutine[Any, Any, Any]:
@@ -241,7 +245,21 @@ class Router:
             value = target.validate(data)
         except pydantic.ValidationError as exc:
             return self._invalid_data(uid, route_key, exc)
+        except Exception as exc:
+            # A validator of the model that raises something else (a KeyError in
+            # a before-validator): a bug on this side, answered like a handler
+            # that raised, instead of escaping into the transport's read callback.
+            return self._validator_failed(uid, route_key, exc)
         return PreparedCall(target, uid, value, data)
+
+    def _validator_failed(self, uid: str, route_key: str, exc: Exception) -> bytes:
+        log.error("validating a request for %r raised", route_key, exc_info=exc)
+        self.stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
+        name = type(exc).__name__
+        return encode_error(
+            uid, Status.PROCESSING_FAILURE, f"validating the request data raised {name}: {exc}",
+            {"exception": name},
+        )
 
     def _unknown_route(self, uid: str, route_key: str) -> bytes:
         # One key for every unknown route: clients must not be able to grow the table.
@@ -273,7 +291,14 @@ class Router:
         except Reject as exc:
             status = exc.status
             line = encode_error(uid, exc.status, exc.message, exc.details)
-        except Exception as exc:
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this request is being cancelled (shutdown): no answer
+                # The handler's own await was cancelled (a sub-task someone else
+                # cancelled): a failure of the handler, answered like any other.
+            # SystemExit too: a library calling sys.exit() must not stop the server.
             log.exception("handler for %r raised", call.endpoint.route_key)
             status = Status.PROCESSING_FAILURE
             line = encode_error(

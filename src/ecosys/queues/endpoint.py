@@ -242,7 +242,12 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 cached, entry.value = entry.value, None
                 value = cached[0] if cached else self.validate(orjson.loads(entry.request))
                 result = await super().call(entry.uid, value)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # the worker is being stopped: the entry stays pending
+                    # The handler's own await was cancelled: a handler failure.
                 log.exception("queued handler for %r raised", self.route_key)
                 stats.record("queued_handlers", self.route_key, Status.PROCESSING_FAILURE,
                              perf_counter() - started)

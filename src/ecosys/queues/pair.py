@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import EcosysError
 from .store import CommitListener, DurableQueue, Entry, Synchronous, select_entries
+
+log = logging.getLogger("ecosys.queues")
 
 
 class EntryNotFound(EcosysError):
@@ -176,7 +179,16 @@ class QueuePair:
         await self.pending.insert(entries, durable=True)
         for entry in entries:
             self.entries[entry.seq] = entry
-        await self.errors.delete([e.seq for e in entries], durable=True)
+        seqs = [e.seq for e in entries]
+        try:
+            await self.errors.delete(seqs, durable=True)
+        except Exception:
+            # They are pending now (the newer copy, which wins at the next open
+            # anyway): hand them on, and remove the stale error copies with the
+            # error file's next commits, which retry until one succeeds.
+            log.exception("removing %d reprocessed request(s) from %s failed; retrying",
+                          len(entries), self.errors.path.name)
+            self.errors.delete_nowait(seqs)
         self.error_count -= len(entries)
         return entries
 

@@ -376,9 +376,13 @@ class QueuedSender(QueueStorage):
         """Unblock every group whose failed head is no longer in the error queue (after a clear)."""
         if not self._blocked:
             return
+        # Only blocks that existed before the read: their failed heads were
+        # committed (or dropped by the clear) before it. A head failing while
+        # the read runs may not be in the file yet, and must stay blocked.
+        before = dict(self._blocked)
         remaining = await self.require_pair().error_seqs()
-        for group, seq in list(self._blocked.items()):
-            if seq not in remaining:
+        for group, seq in before.items():
+            if seq not in remaining and self._blocked.get(group) == seq:
                 del self._blocked[group]
         if self._wakeup is not None:
             self._wakeup.set()

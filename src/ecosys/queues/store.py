@@ -218,7 +218,8 @@ class _Batch:
     costs no disk write at all.
     """
 
-    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "waited", "done", "listeners")
+    __slots__ = ("clear", "rows", "deletes", "attempts", "inserts", "waited", "waited_deletes",
+                 "done", "listeners")
 
     def __init__(self) -> None:
         self.clear = False
@@ -229,6 +230,7 @@ class _Batch:
         # Sequence numbers inserted by callers that wait for this commit: if it
         # fails they are told, and the rows are not written later behind their back.
         self.waited: set[int] = set()
+        self.waited_deletes: set[int] = set()  # likewise for deletes (delete(durable=True))
         self.done: asyncio.Future[None] | None = None
         # Called in order with None (committed) or the error once the batch is
         # settled: one plain call each, where a callback on the shared future
@@ -432,6 +434,9 @@ class DurableQueue:
         """Remove the entries with these sequence numbers; waits for the commit if *durable*."""
         self.delete_nowait(seqs)
         if durable:
+            with self._lock:
+                # The caller hears if this commit fails: no retry behind its back.
+                self._batch.waited_deletes.update(seqs)
             await self.flush()
 
     def set_attempts_nowait(self, entry: Entry) -> None:
@@ -547,7 +552,7 @@ class DurableQueue:
             touched.update(batch.rows, batch.deletes, batch.attempts)
         current = self._batch
         for seq in failed.deletes:
-            if seq not in touched:
+            if seq not in touched and seq not in failed.waited_deletes:
                 current.deletes.add(seq)
         for seq, row in failed.rows.items():
             if seq not in touched and seq not in failed.waited:

@@ -8,6 +8,7 @@ callers by uid, so hundreds of calls can be in flight on one socket.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -152,7 +153,14 @@ class Client:
         limit = self.timeout if timeout is None else timeout
         attempt = 0
         started = perf_counter()
+        timed_out = False
         while True:
+            if timed_out:
+                # The previous attempt of this very request was set aside for its
+                # late answer; that answer fits this attempt too, so take it over
+                # instead of waiting out the window.
+                self._take_over(uid)
+                timed_out = False
             try:
                 response = await self._exchange(uid, payload, limit)
                 stats.record("senders", stat_key, response.status, perf_counter() - started)
@@ -165,6 +173,7 @@ class Client:
                 if not self.retry_on_timeout or attempt >= self.retries:
                     stats.record("senders", stat_key, "timeout", None)
                     raise
+                timed_out = True
             except TransportError:
                 stats.record("senders", stat_key, "transport", None)
                 raise
@@ -189,6 +198,9 @@ class Client:
     def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
         """Send *payload* and return an awaitable of the response (one attempt)."""
         raise NotImplementedError
+
+    def _take_over(self, uid: str) -> None:
+        """Let a retry wait for the late answer of its own timed-out attempt."""
 
     async def close(self) -> None:
         """Close connections; the client reconnects if used again."""
@@ -265,6 +277,12 @@ class ResponseMatcher:
         finally:
             if self.pending.get(uid) is future:
                 del self.pending[uid]
+
+    def take_over(self, uid: str) -> None:
+        """Stop setting *uid* aside: the next request with it gets its late answer."""
+        gone = self.abandoned.pop(uid, None)
+        if gone is not None and not gone.done():
+            gone.set_result(None)
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
@@ -553,7 +571,10 @@ class StreamClient(Client):
         if connecting is None or connecting.done():
             # One attempt shared by every caller that needs the connection now:
             # taking turns, N callers would wait up to N connect timeouts.
-            connecting = self._connecting = loop.create_task(self._open_shared())
+            # In an empty context: the connection and its heartbeat outlive the
+            # request that happened to open them, and must not log with its uid.
+            connecting = self._connecting = loop.create_task(
+                self._open_shared(), context=contextvars.Context())
         try:
             # Shielded: a caller giving up must not cancel the others' attempt.
             return await asyncio.shield(connecting)
@@ -569,6 +590,11 @@ class StreamClient(Client):
         if self.heartbeat_interval and (self._heartbeat_task is None or self._heartbeat_task.done()):
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._keep_alive())
         return connection
+
+    def _take_over(self, uid: str) -> None:
+        connection = self._connection
+        if connection is not None:
+            connection.matcher.take_over(uid)
 
     async def _keep_alive(self) -> None:
         assert self.heartbeat_interval

@@ -66,12 +66,16 @@ class StreamServer:
             conn.stop_reading()
         if self.in_flight:
             done, pending = await asyncio.wait(list(self.in_flight), timeout=grace)
-            if pending:
+            # Handler tasks are cancelled; a queue commit is not: its future is
+            # shared with every other waiter of the batch, and the queue's own
+            # close commits it anyway.
+            tasks = [task for task in pending if isinstance(task, asyncio.Task)]
+            if tasks:
                 log.warning("%d request(s) still running after %.1fs grace; cancelling",
-                            len(pending), grace)
-                for task in pending:
+                            len(tasks), grace)
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(self.connections):
             conn.close()
         if self._server is not None:
