@@ -9,6 +9,7 @@ from .config import HostPort, Settings
 from .errors import (
     ApplicationBusy,
     BadResponse,
+    ClientClosed,
     ClientDenied,
     ConfigurationError,
     ConnectFailed,
@@ -74,6 +75,7 @@ __all__ = [
     "ApplicationBusy",
     "BadResponse",
     "Client",
+    "ClientClosed",
     "ClientDenied",
     "ConfigurationError",
     "ConnectFailed",

@@ -27,6 +27,10 @@ class ConnectionLost(TransportError):
     """The connection closed while a response was awaited."""
 
 
+class ClientClosed(TransportError):
+    """The client was closed while the request waited for its connection (it was not sent)."""
+
+
 class RequestTimeout(TransportError, TimeoutError):
     """No response arrived within the timeout."""
 

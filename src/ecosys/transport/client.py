@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ..errors import (
     BadResponse,
+    ClientClosed,
     ConnectFailed,
     ConnectionLost,
     RequestTimeout,
@@ -56,6 +57,11 @@ GATHER_LIMIT = 16
 GATHER_BYTES = 64 * 1024
 
 T = TypeVar("T")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _not_sent() -> ConnectFailed:
@@ -153,14 +159,7 @@ class Client:
         limit = self.timeout if timeout is None else timeout
         attempt = 0
         started = perf_counter()
-        timed_out = False
         while True:
-            if timed_out:
-                # The previous attempt of this very request was set aside for its
-                # late answer; that answer fits this attempt too, so take it over
-                # instead of waiting out the window.
-                self._take_over(uid)
-                timed_out = False
             try:
                 response = await self._exchange(uid, payload, limit)
                 stats.record("senders", stat_key, response.status, perf_counter() - started)
@@ -173,7 +172,6 @@ class Client:
                 if not self.retry_on_timeout or attempt >= self.retries:
                     stats.record("senders", stat_key, "timeout", None)
                     raise
-                timed_out = True
             except TransportError:
                 stats.record("senders", stat_key, "transport", None)
                 raise
@@ -198,9 +196,6 @@ class Client:
     def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
         """Send *payload* and return an awaitable of the response (one attempt)."""
         raise NotImplementedError
-
-    def _take_over(self, uid: str) -> None:
-        """Let a retry wait for the late answer of its own timed-out attempt."""
 
     async def close(self) -> None:
         """Close connections; the client reconnects if used again."""
@@ -277,12 +272,6 @@ class ResponseMatcher:
         finally:
             if self.pending.get(uid) is future:
                 del self.pending[uid]
-
-    def take_over(self, uid: str) -> None:
-        """Stop setting *uid* aside: the next request with it gets its late answer."""
-        gone = self.abandoned.pop(uid, None)
-        if gone is not None and not gone.done():
-            gone.set_result(None)
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
@@ -575,13 +564,17 @@ class StreamClient(Client):
             # request that happened to open them, and must not log with its uid.
             connecting = self._connecting = loop.create_task(
                 self._open_shared(), context=contextvars.Context())
+            # Every waiter may have given up before it fails: read its outcome
+            # here, or asyncio reports "Task exception was never retrieved".
+            connecting.add_done_callback(_retrieve)
         try:
             # Shielded: a caller giving up must not cancel the others' attempt.
             return await asyncio.shield(connecting)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if connecting.cancelled() and current is not None and not current.cancelling():
-                raise ConnectFailed(f"the client was closed while connecting to {self.url}") from None
+                # Not ConnectFailed: that would be retried, reopening the client just closed.
+                raise ClientClosed(f"the client was closed while connecting to {self.url}") from None
             raise
 
     async def _open_shared(self) -> StreamClientProtocol:
@@ -590,11 +583,6 @@ class StreamClient(Client):
         if self.heartbeat_interval and (self._heartbeat_task is None or self._heartbeat_task.done()):
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._keep_alive())
         return connection
-
-    def _take_over(self, uid: str) -> None:
-        connection = self._connection
-        if connection is not None:
-            connection.matcher.take_over(uid)
 
     async def _keep_alive(self) -> None:
         assert self.heartbeat_interval

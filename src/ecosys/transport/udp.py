@@ -195,10 +195,6 @@ class UdpClient(Client):
         assert self._loop is not None
         return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
 
-    def _take_over(self, uid: str) -> None:
-        if self._protocol is not None:
-            self._protocol.matcher.take_over(uid)
-
     async def close(self) -> None:
         """Close the socket."""
         if self._protocol is not None and self._protocol.transport is not None:
