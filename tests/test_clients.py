@@ -752,3 +752,26 @@ async def test_a_connection_opened_inside_a_request_does_not_keep_its_uid(tcp_se
     finally:
         await client.close()
 
+
+
+async def test_a_connect_nobody_waits_for_any_more_fails_quietly() -> None:
+    import gc
+
+    port, sockets = await _unresponsive_listener()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    client = TcpClient("127.0.0.1", port, connect_timeout=0.3, retries=0, heartbeat_interval=None)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):  # the caller gives up before the connect fails
+                await client.request("echo", {"message": "x"})
+        await asyncio.sleep(0.4)  # the shared attempt fails with nobody waiting
+        await client.close()
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        for sock in sockets:
+            sock.close()  # type: ignore[attr-defined]
+    assert not reported, f"asyncio reported: {reported}"
