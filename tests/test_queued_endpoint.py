@@ -464,3 +464,34 @@ async def test_a_handler_whose_own_await_was_cancelled_goes_to_the_error_queue(t
 
 async def _pending_is(client, n: int) -> bool:  # type: ignore[no-untyped-def]
     return (await data(client))["pending"] == n
+
+
+async def test_a_stray_cancellation_count_does_not_kill_the_worker(tmp_path: Path) -> None:
+    registry = Registry()
+
+    @queued_endpoint("jobs", registry=registry, max_retries=0)
+    async def jobs(request: Job) -> bool:
+        if request.n == 1:
+            # Leaves the worker task's cancelling() at 1 (what a TaskGroup can do on 3.11).
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                pass
+        if request.n == 2:
+            doomed = asyncio.ensure_future(asyncio.sleep(10))
+            asyncio.get_running_loop().call_later(0.01, doomed.cancel)
+            await doomed  # the handler's own CancelledError: a failure, not a stop
+        if request.n == 3:
+            raise SystemExit("a library called sys.exit")
+        return True
+
+    async with running_app(registry, tmp_path) as (_, client):
+        for n in (1, 2, 3, 4):
+            await client.request("jobs", {"n": n})
+        await eventually(lambda: _count_errors(client, 2))
+        await eventually(lambda: _pending_is(client, 0))
+        errors = await client.request("eco.queued_handler.errors.get_first_10", {"queue_route_key": "jobs"})
+    assert sorted(e["request"]["n"] for e in errors) == [2, 3]

@@ -329,3 +329,31 @@ async def test_a_head_failing_while_a_clear_runs_keeps_its_group_blocked(tmp_pat
     assert sender._blocked == {"g": head.seq}, "group g was released past its failed head"
     assert await pair.error_seqs() == {head.seq}
     await sender._close_storage()
+
+
+async def test_closing_the_client_under_a_delivery_retries_it(tmp_path: Path) -> None:
+    from ecosys.queues.sender import QueuedSender
+
+    port = free_port()
+    # The target does not accept connections yet: the delivery waits in the
+    # connect when the application closes the shared client under it.
+    from test_clients import _unresponsive_listener  # type: ignore[import-not-found]
+
+    stalled_port, sockets = await _unresponsive_listener()
+    client = TcpClient("127.0.0.1", stalled_port, connect_timeout=30, heartbeat_interval=None)
+    sender = QueuedSender(client, "take", sequenced=True, backoff=backoff.constant(0.05))
+    await sender.open(tmp_path, "p")
+    try:
+        await sender.enqueue(Msg(n=1).model_dump())
+        await asyncio.sleep(0.1)
+        client.port = port  # the next connect goes to the real target (still down)
+        await client.close()
+        await asyncio.sleep(0.2)
+        state = sender.data()
+        assert state["errors"] == 0 and state["pending"] == 1, state
+        async with Target(port) as target:
+            await eventually(lambda: [n for _, n, _ in target.received] == [1])
+    finally:
+        await sender.close(1)
+        for sock in sockets:
+            sock.close()  # type: ignore[attr-defined]

@@ -283,6 +283,10 @@ class Router:
         uid = call.uid
         token = current_uid.set(uid)
         started = perf_counter()
+        task = asyncio.current_task()
+        # Counted from here: on 3.11 a TaskGroup can leave a task's count above
+        # zero, which must not make later handler failures look like a stop.
+        cancellations = task.cancelling() if task is not None else 0
         try:
             result = await call.endpoint.invoke(call)
             # NaN and infinities are not JSON: send null, as orjson does elsewhere.
@@ -293,8 +297,7 @@ class Router:
             line = encode_error(uid, exc.status, exc.message, exc.details)
         except (Exception, SystemExit, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
+                if task is None or task.cancelling() > cancellations:
                     raise  # this request is being cancelled (shutdown): no answer
                 # The handler's own await was cancelled (a sub-task someone else
                 # cancelled): a failure of the handler, answered like any other.

@@ -234,6 +234,10 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         pair.count_attempt(entry)
         token = current_uid.set(entry.uid)
         started = perf_counter()
+        task = asyncio.current_task()
+        # The worker is one long-lived task: compare with its count now (on 3.11 a
+        # TaskGroup in an earlier handler can leave it above zero).
+        cancellations = task.cancelling() if task is not None else 0
         try:
             try:
                 # A first attempt on an entry received by this process uses the value
@@ -242,12 +246,12 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 cached, entry.value = entry.value, None
                 value = cached[0] if cached else self.validate(orjson.loads(entry.request))
                 result = await super().call(entry.uid, value)
-            except (Exception, asyncio.CancelledError) as exc:
+            except (Exception, SystemExit, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError):
-                    task = asyncio.current_task()
-                    if task is None or task.cancelling():
+                    if task is None or task.cancelling() > cancellations:
                         raise  # the worker is being stopped: the entry stays pending
                     # The handler's own await was cancelled: a handler failure.
+                # SystemExit too: a library calling sys.exit() must not stop the worker.
                 log.exception("queued handler for %r raised", self.route_key)
                 stats.record("queued_handlers", self.route_key, Status.PROCESSING_FAILURE,
                              perf_counter() - started)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..errors import (
+    ClientClosed,
     ConfigurationError,
     ConnectFailed,
     ConnectionLost,
@@ -32,7 +33,8 @@ from .store import Entry, Synchronous
 log = logging.getLogger("ecosys.queues")
 
 RETRYABLE_STATUSES = frozenset({Status.APPLICATION_BUSY})
-RETRYABLE_ERRORS = (ConnectFailed, ConnectionLost, RequestTimeout)
+# ClientClosed: the application closed the client under a delivery; it reopens on use.
+RETRYABLE_ERRORS = (ConnectFailed, ConnectionLost, RequestTimeout, ClientClosed)
 # How long a delivery waits after the queue files refused a write before trying again.
 STORE_FAILURE_DELAY = 5.0
 

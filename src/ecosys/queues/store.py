@@ -420,24 +420,31 @@ class DurableQueue:
                 batch.listeners.append(on_commit)
             return committed
 
-    def delete_nowait(self, seqs: list[int]) -> None:
-        """Remove the entries with these sequence numbers (committed with a later batch)."""
+    def delete_nowait(self, seqs: list[int], *, waited: bool = False) -> asyncio.Future[None] | None:
+        """Remove the entries with these sequence numbers (committed with a later batch).
+
+        *waited*: return the future of the commit that holds them, for a caller
+        that waits and so hears if it fails (a failed commit then does not retry
+        these deletes behind its back); otherwise None.
+        """
         with self._lock:
             batch = self._writable()
             for seq in seqs:
                 batch.rows.pop(seq, None)
                 batch.attempts.pop(seq, None)
                 batch.deletes.add(seq)
-            self._changed_nowait(wait=False)
+                if waited:
+                    batch.waited_deletes.add(seq)
+                else:
+                    batch.waited_deletes.discard(seq)
+            # Taken under the same lock: the commit that holds these very deletes.
+            return self._changed_nowait(wait=waited)
 
     async def delete(self, seqs: list[int], *, durable: bool = False) -> None:
         """Remove the entries with these sequence numbers; waits for the commit if *durable*."""
-        self.delete_nowait(seqs)
-        if durable:
-            with self._lock:
-                # The caller hears if this commit fails: no retry behind its back.
-                self._batch.waited_deletes.update(seqs)
-            await self.flush()
+        committed = self.delete_nowait(seqs, waited=durable)
+        if committed is not None:
+            await asyncio.shield(committed)
 
     def set_attempts_nowait(self, entry: Entry) -> None:
         """Record the attempt count of *entry* (committed with the next batch)."""
