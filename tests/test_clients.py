@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -739,6 +740,7 @@ async def test_handler_and_validator_failures_are_answered_and_the_server_goes_o
         await udp.close(1)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Task.get_context() is new in Python 3.12")
 async def test_a_connection_opened_inside_a_request_does_not_keep_its_uid(tcp_server: TcpServer) -> None:
     from ecosys.tracking import current_uid
 
