@@ -107,3 +107,36 @@ async def test_sequenced_broadcast_orders_each_target_independently(tmp_path: Pa
         names = [s["queue_route_key"] for s in await client.request("eco.queued_sender.data", {})]
         assert names == ["fanout.0", "fanout.1"]
     await asyncio.sleep(0)
+
+
+async def test_a_failing_target_does_not_keep_the_message_from_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecosys import BroadcastIncomplete
+
+    ports = [free_port(), free_port(), free_port()]
+    registry = Registry()
+    clients = [TcpClient("127.0.0.1", p, retries=0, timeout=2) for p in ports]
+
+    @queued_broadcaster([(c, "note") for c in clients], name="fanout", registry=registry,
+                        backoff=backoff.constant(0.05))
+    def announce(n: int) -> Note:
+        return Note(n=n)
+
+    async with running_app(registry, tmp_path) as (_, client):
+        senders = announce.queued_senders  # type: ignore[attr-defined]
+        pending = senders[1].pair.pending
+        real_apply = pending._apply_sync
+
+        def disk_error(batch):  # type: ignore[no-untyped-def]
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(pending, "_apply_sync", disk_error)
+        with pytest.raises(BroadcastIncomplete) as info:
+            await announce(1)
+        assert set(info.value.stored) == {"fanout.0", "fanout.2"}, "the target after the failing one was skipped"
+        assert set(info.value.failed) == {"fanout.1"}
+        monkeypatch.setattr(pending, "_apply_sync", real_apply)
+        states = {s["queue_route_key"]: s["pending"]
+                  for s in await client.request("eco.queued_sender.data", {})}
+        assert states == {"fanout.0": 1, "fanout.1": 0, "fanout.2": 1}

@@ -113,3 +113,24 @@ async def test_cached_decorator() -> None:
         return user_id
 
     assert await user(7) == 7 and await user(7, verbose=True) == 7 and ("user", 7) in cache
+
+
+async def test_a_load_running_when_its_key_is_deleted_is_not_stored() -> None:
+    cache: LRUCache[str, int] = LRUCache(maxsize=10)
+    backend = {"k": 1}
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def load() -> int:
+        value = backend["k"]
+        started.set()
+        await release.wait()
+        return value
+
+    first = asyncio.ensure_future(cache.get_or_load("k", load))
+    await started.wait()
+    backend["k"] = 2
+    cache.delete("k")  # we learn the value changed while the old load still runs
+    release.set()
+    assert await first == 1  # its caller still gets what it loaded
+    assert cache.get("k") is None, "the old value was stored after the delete"
+    assert await cache.get_or_load("k", load) == 2

@@ -202,3 +202,27 @@ async def eco(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def _no_states(client: TcpClient) -> bool:
     return await client.request("eco.error_states.get") == {}
+
+
+def test_nesting_never_writes_into_a_custom_value() -> None:
+    from ecosys.telemetry.stats import nest
+
+    mine = {"x": 1}
+    nested = nest({"orders": mine, "orders.open": 2})
+    assert mine == {"x": 1}, "nest() wrote into the caller's dict"
+    assert nested == {"orders": {"_": {"x": 1}, "open": 2}}
+
+
+async def test_one_application_stopping_leaves_the_others_periods_rolling() -> None:
+    from ecosys.telemetry.stats import StatisticsKeeper
+
+    keeper = StatisticsKeeper(gathering_period=0.1)
+    keeper.start()
+    keeper.start()  # a second application in the same process
+    await keeper.stop()  # the first one stops
+    await asyncio.sleep(0.35)
+    assert len(keeper.history) >= 2, "periods stopped rolling over for the application still running"
+    await keeper.stop()
+    assert keeper._task is None
+    keeper.reset()
+    assert keeper.gathering_period == 300.0 and keeper.history.maxlen == 12

@@ -9,6 +9,7 @@ from .config import HostPort, Settings
 from .errors import (
     ApplicationBusy,
     BadResponse,
+    BroadcastIncomplete,
     ClientClosed,
     ClientDenied,
     ConfigurationError,
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "BroadcastIncomplete",
     "BroadcastResult",
     "Broadcaster",
     "broadcaster",

@@ -89,6 +89,7 @@ class Application:
         self._logs: LogSetup | None = None
         self._stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
+        self._stats_started = False  # this application's stats.start() awaits its stop()
         self._stopping = False
 
     def build_router(self) -> Router:
@@ -175,10 +176,10 @@ class Application:
             await self._open_queues(cfg)
             await self._start_servers(cfg)
             stats.start()
+            self._stats_started = True
         except BaseException:
             await self._close_servers(0)
             await self._close_queues(0)
-            await stats.stop()
             self._release()
             _current = previous
             use_task_keeper(None)
@@ -290,7 +291,10 @@ class Application:
                 log.warning("%d background task(s) cancelled at shutdown", cancelled)
             # Senders last: handlers and run_soon tasks may still enqueue messages.
             await self._close_queues(grace)
-            await stats.stop()
+            if self._stats_started:
+                # Shared by every application in the process: only this one's start is undone.
+                self._stats_started = False
+                await stats.stop()
             log.info("%s instance %s stopped", self.name, self.instance)
         finally:
             self._release()

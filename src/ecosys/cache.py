@@ -63,11 +63,15 @@ class LRUCache(Generic[K, V]):
             self._data.popitem(last=False)
 
     def delete(self, key: K) -> bool:
-        """Remove *key*; True if it was there."""
+        """Remove *key*; True if it was there. A load of it in progress is not stored."""
+        # The value may have changed since that load started: its result must not
+        # become the cached value, and new callers must start a fresh load.
+        self._loading.pop(key, None)
         return self._data.pop(key, None) is not None
 
     def clear(self) -> None:
-        """Remove every entry (loads in progress still finish and are stored)."""
+        """Remove every entry (loads in progress finish for their callers but are not stored)."""
+        self._loading.clear()
         self._data.clear()
 
     def __len__(self) -> int:
@@ -94,12 +98,15 @@ class LRUCache(Generic[K, V]):
         return await asyncio.shield(pending)
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        this = asyncio.current_task()
         try:
             value = await load()
-            self.set(key, value)
+            if self._loading.get(key) is this:  # not dropped by delete() or clear() meanwhile
+                self.set(key, value)
             return value
         finally:
-            del self._loading[key]
+            if self._loading.get(key) is this:
+                del self._loading[key]
 
     def cached(
         self, key: Callable[..., K] | None = None

@@ -27,6 +27,19 @@ class ConnectionLost(TransportError):
     """The connection closed while a response was awaited."""
 
 
+class BroadcastIncomplete(EcosysError):
+    """A queued broadcaster stored the message for some targets only.
+
+    ``stored`` maps each sender that has it to its uid, ``failed`` each other
+    sender to its exception: retry only the failed ones, or the others get it twice.
+    """
+
+    def __init__(self, message: str, stored: dict[str, str], failed: dict[str, BaseException]) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.failed = failed
+
+
 class ClientClosed(TransportError):
     """The client was closed while the request waited for its connection (it was not sent)."""
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import BroadcastIncomplete, ConfigurationError
 from ..routing import Registry, default_registry
 from ..sending import Target, wrap_builder
 from .sender import QueuedSender
@@ -35,7 +36,19 @@ def queued_broadcaster(
     ]
 
     async def enqueue_everywhere(message: Any) -> list[str]:
-        return [await sender.enqueue(message) for sender in senders]
+        # Every target at once, each on its own: one failing store must not keep
+        # the message from the targets after it, and the caller must learn which
+        # ones have it (a blind retry would give those a second copy).
+        results = await asyncio.gather(*(sender.enqueue(message) for sender in senders),
+                                       return_exceptions=True)
+        failed = {s.name: r for s, r in zip(senders, results, strict=True) if isinstance(r, BaseException)}
+        if failed:
+            stored = {s.name: r for s, r in zip(senders, results, strict=True) if isinstance(r, str)}
+            names = ", ".join(f"{key} ({type(exc).__name__}: {exc})" for key, exc in failed.items())
+            raise BroadcastIncomplete(
+                f"broadcaster {name!r}: stored for {len(stored)} of {len(senders)} targets; failed: {names}",
+                stored, failed)
+        return [r for r in results if isinstance(r, str)]
 
     def decorate(build: Callable[..., Any]) -> Callable[..., Awaitable[list[str]]]:
         store_all = wrap_builder(build, enqueue_everywhere)

@@ -26,6 +26,8 @@ while _bound < 1000:
 BUCKET_BOUNDS.append(float("inf"))
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+DEFAULT_GATHERING_PERIOD = 300.0
+DEFAULT_HISTORY = 12
 
 
 class CallStats:
@@ -108,19 +110,24 @@ class Period:
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """Turn ``{"a.b": 1, "a.c": 2}`` into ``{"a": {"b": 1, "c": 2}}``."""
     root: dict[str, Any] = {}
+    # Only dicts made here are filled in: a value that is itself a dict belongs
+    # to the caller (and to stored periods) and must not be written into.
+    made = {id(root)}
     for name in sorted(flat):
         node = root
         parts = name.split(".")
         for part in parts[:-1]:
             child = node.get(part)
-            if not isinstance(child, dict):
+            if not (isinstance(child, dict) and id(child) in made):
                 # A value and a subtree share a name: keep the value under "_".
                 child = {} if child is None else {"_": child}
+                made.add(id(child))
                 node[part] = child
             node = child
         leaf = parts[-1]
-        if isinstance(node.get(leaf), dict):
-            node[leaf]["_"] = flat[name]
+        existing = node.get(leaf)
+        if isinstance(existing, dict) and id(existing) in made:
+            existing["_"] = flat[name]
         else:
             node[leaf] = flat[name]
     return root
@@ -129,7 +136,9 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 class StatisticsKeeper:
     """Per-period call statistics, custom values and queue sizes of this process."""
 
-    def __init__(self, gathering_period: float = 300.0, history: int = 12) -> None:
+    def __init__(
+        self, gathering_period: float = DEFAULT_GATHERING_PERIOD, history: int = DEFAULT_HISTORY
+    ) -> None:
         self.gathering_period = gathering_period
         self.history: deque[Period] = deque(maxlen=history)
         self.started = time.time()
@@ -137,6 +146,7 @@ class StatisticsKeeper:
         self.custom: dict[str, Any] = {}
         self.queue_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._users = 0  # start() calls not yet matched by stop(): applications sharing this keeper
 
     # ----- recording (hot path) ------------------------------------------
 
@@ -189,7 +199,8 @@ class StatisticsKeeper:
         return closed
 
     def start(self) -> None:
-        """Roll periods over every gathering period, on the running loop."""
+        """Roll periods over every gathering period, on the running loop (until the last stop())."""
+        self._users += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._roll(), name="statistics")
 
@@ -199,7 +210,10 @@ class StatisticsKeeper:
             self.rotate()
 
     async def stop(self) -> None:
-        """Stop rolling periods over."""
+        """Stop rolling periods over once every start() has been matched by a stop()."""
+        self._users = max(0, self._users - 1)
+        if self._users:
+            return  # another application in this process still uses the keeper
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -243,6 +257,9 @@ class StatisticsKeeper:
         self.current = Period(self.started)
         self.custom.clear()
         self.queue_sources.clear()
+        self.gathering_period = DEFAULT_GATHERING_PERIOD
+        self.history = deque(maxlen=DEFAULT_HISTORY)
+        self._users = 0
 
 
 stats = StatisticsKeeper()
