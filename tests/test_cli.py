@@ -497,3 +497,63 @@ def test_console_script_is_installed() -> None:
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30,
                           env=app_env(COLUMNS="200"))
     assert done.returncode == 0 and "Exit codes" in done.stdout
+
+
+def test_a_connect_timeout_says_so_and_follows_the_timeout_option() -> None:
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue: further connects hang
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        started = time.perf_counter()
+        result = fails(3, "stats", f"tcp://127.0.0.1:{port}", "-t", "1")
+        took = time.perf_counter() - started
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+    assert "timed out after 1s" in result.stderr, result.stderr
+    assert took < 3.0, f"--timeout 1 took {took:.1f}s"
+
+
+def test_a_uds_url_with_two_slashes_is_a_usage_error_when_no_such_socket(tmp_path: Path) -> None:
+    result = fails(2, "stats", "uds://no/such/dir/app.sock")
+    assert "uds:///no/such/dir/app.sock" in result.stderr
+
+
+def test_an_answer_of_the_wrong_shape_is_a_message_not_a_traceback() -> None:
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def answer_with_a_list() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = json.loads(conn.makefile("rb").readline())
+            reply = {"uid": request["uid"], "status": 0, "data": [1, 2]}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    peer = threading.Thread(target=answer_with_a_list, daemon=True)
+    peer.start()
+    try:
+        result = fails(3, "stats", f"tcp://127.0.0.1:{port}")
+    finally:
+        peer.join(5)
+        server.close()
+    assert "unexpected answer" in result.stderr
+
+
+def test_nan_is_not_json(service: Service) -> None:
+    result = fails(2, "send", service.tcp, "echo", "NaN")
+    assert "invalid JSON" in result.stderr

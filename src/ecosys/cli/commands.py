@@ -371,9 +371,14 @@ def parse_json_argument(text: str | None) -> Any:
     if text == "-":
         text = sys.stdin.read()
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         raise usage_error(f"invalid JSON argument: {exc}") from None
+
+
+def _not_json(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not (they would go out as null).
+    raise ValueError(f"{name} is not JSON")
 
 
 @app.command("send", epilog=EXIT_CODES_HELP)

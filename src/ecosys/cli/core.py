@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,10 +70,18 @@ def make_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> Client:
     A malformed URL is a usage error. Stream clients send no heartbeats: a
     command lives for one or two requests.
     """
-    scheme = urlsplit(url).scheme.lower()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "uds" and parts.netloc:
+        relative = parts.netloc + parts.path
+        if not os.path.exists(relative):
+            # Most likely two slashes where three were meant.
+            raise usage_error(
+                f"bad target {url!r}: that is the relative path {relative!r}, which does not exist "
+                f"here; for an absolute path use three slashes: uds:///{relative}")
     options: dict[str, Any] = {
         "timeout": timeout,
-        "connect_timeout": min(timeout, DEFAULT_TIMEOUT),
+        "connect_timeout": timeout,  # --timeout covers the connection too, as documented
         "retries": 0,
     }
     if scheme in ("tcp", "uds"):
@@ -164,3 +173,12 @@ def handled(json_output: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         print("eco: interrupted", file=sys.stderr, flush=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        # An answer of an unexpected shape (not an ecosys service, another
+        # version) must not end in a traceback.
+        sys.stdout.flush()
+        print(one_line(f"eco: unexpected answer ({type(exc).__name__}: {exc}); is the target an "
+                       "ecosys service of a compatible version?"), file=sys.stderr, flush=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None

@@ -542,7 +542,9 @@ class StreamClient(Client):
             async with asyncio.timeout(self.connect_timeout):  # see heartbeat() for why not wait_for
                 _, protocol = await self._open()
         except (TimeoutError, OSError) as exc:
-            raise ConnectFailed(f"cannot connect to {self.url}: {exc or 'timed out'}") from exc
+            # str(), not the exception itself: a TimeoutError is truthy but prints as "".
+            reason = str(exc) or f"timed out after {self.connect_timeout:g}s"
+            raise ConnectFailed(f"cannot connect to {self.url}: {reason}") from exc
         return protocol
 
     async def _shared_connection(self) -> StreamClientProtocol:
