@@ -557,3 +557,17 @@ def test_an_answer_of_the_wrong_shape_is_a_message_not_a_traceback() -> None:
 def test_nan_is_not_json(service: Service) -> None:
     result = fails(2, "send", service.tcp, "echo", "NaN")
     assert "invalid JSON" in result.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error(service: Service) -> None:
+    # eco stats ... | head -1: the pipe closes while eco still writes its tables.
+    eco_command = shutil.which("eco", path=str(Path(sys.executable).parent))
+    assert eco_command is not None
+    codes = []
+    for _ in range(5):
+        result = subprocess.run(f"{eco_command} stats {service.tcp} --type full | head -1 > /dev/null; "
+                                "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                                capture_output=True, text=True, timeout=30)
+        codes.append(result.stdout.strip())
+        assert "Traceback" not in result.stderr
+    assert codes == ["0"] * 5, f"exit codes {codes}"

@@ -159,6 +159,13 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def stop_writing_to_a_closed_pipe() -> None:
+    """Point stdout at /dev/null (the reader is gone) and exit 0."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)
+
+
 @contextmanager
 def handled(json_output: bool = False) -> Iterator[None]:
     """Report a :class:`CliFailure` (or Ctrl-C) on one line and exit with its code."""
@@ -175,6 +182,8 @@ def handled(json_output: bool = False) -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.Abort):
         raise
+    except BrokenPipeError:
+        stop_writing_to_a_closed_pipe()
     except Exception as exc:
         # An answer of an unexpected shape (not an ecosys service, another
         # version) must not end in a traceback.

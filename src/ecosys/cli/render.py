@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from .core import stop_writing_to_a_closed_pipe
+
 # Call groups of the statistics keeper, in display order, with titles and key column names.
 GROUPS: dict[str, tuple[str, str]] = {
     "endpoints": ("Endpoints", "Endpoint"),
@@ -26,9 +28,15 @@ GROUPS: dict[str, tuple[str, str]] = {
 _PERIOD_KEYS = {"start", "end", "queues", "custom"}
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # The reader stopped early (eco stats ... | head): not a failure of eco.
+        stop_writing_to_a_closed_pipe()
+
+
 def console() -> Console:
     """A console on the current stdout (looked up at print time, so test runners can capture it)."""
-    return Console(highlight=False, soft_wrap=False)
+    return _Console(highlight=False, soft_wrap=False)
 
 
 def fmt_time(timestamp: Any) -> str:
