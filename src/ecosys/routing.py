@@ -147,6 +147,28 @@ def _no_value(data: Any) -> None:
     return None
 
 
+# What a handler may end with besides returning: any exception, SystemExit (a
+# library calling sys.exit() must not stop a server or a queue worker) and a
+# CancelledError of its own (an awaited sub-task someone else cancelled).
+HANDLER_FAILURES = (Exception, SystemExit, asyncio.CancelledError)
+
+
+def cancellation_mark() -> int:
+    """The current task's cancellation count, taken before running a handler (see is_stop)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def is_stop(exc: BaseException, mark: int) -> bool:
+    """True if *exc* is the current task being cancelled since *mark*, not a handler failure."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    # Compared with the mark, not with zero: on 3.11 a TaskGroup can leave the
+    # count above zero for good, and long-lived tasks (a queue worker) run many handlers.
+    return task is None or task.cancelling() > mark
+
+
 class Registry:
     """A set of endpoints keyed by route key; decorators fill the default one."""
 
@@ -283,10 +305,7 @@ class Router:
         uid = call.uid
         token = current_uid.set(uid)
         started = perf_counter()
-        task = asyncio.current_task()
-        # Counted from here: on 3.11 a TaskGroup can leave a task's count above
-        # zero, which must not make later handler failures look like a stop.
-        cancellations = task.cancelling() if task is not None else 0
+        mark = cancellation_mark()
         try:
             result = await call.endpoint.invoke(call)
             # NaN and infinities are not JSON: send null, as orjson does elsewhere.
@@ -295,13 +314,9 @@ class Router:
         except Reject as exc:
             status = exc.status
             line = encode_error(uid, exc.status, exc.message, exc.details)
-        except (Exception, SystemExit, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                if task is None or task.cancelling() > cancellations:
-                    raise  # this request is being cancelled (shutdown): no answer
-                # The handler's own await was cancelled (a sub-task someone else
-                # cancelled): a failure of the handler, answered like any other.
-            # SystemExit too: a library calling sys.exit() must not stop the server.
+        except HANDLER_FAILURES as exc:
+            if is_stop(exc, mark):
+                raise  # this request is being cancelled (shutdown): no answer
             log.exception("handler for %r raised", call.endpoint.route_key)
             status = Status.PROCESSING_FAILURE
             line = encode_error(

@@ -15,7 +15,16 @@ import pydantic_core
 
 from ..errors import ConfigurationError, Reject
 from ..protocol import Status
-from ..routing import Endpoint, Handler, PreparedCall, Registry, default_registry
+from ..routing import (
+    HANDLER_FAILURES,
+    Endpoint,
+    Handler,
+    PreparedCall,
+    Registry,
+    cancellation_mark,
+    default_registry,
+    is_stop,
+)
 from ..telemetry.stats import stats
 from ..tracking import current_uid
 from .base import QueueStorage
@@ -234,10 +243,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         pair.count_attempt(entry)
         token = current_uid.set(entry.uid)
         started = perf_counter()
-        task = asyncio.current_task()
-        # The worker is one long-lived task: compare with its count now (on 3.11 a
-        # TaskGroup in an earlier handler can leave it above zero).
-        cancellations = task.cancelling() if task is not None else 0
+        mark = cancellation_mark()
         try:
             try:
                 # A first attempt on an entry received by this process uses the value
@@ -246,12 +252,9 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                 cached, entry.value = entry.value, None
                 value = cached[0] if cached else self.validate(orjson.loads(entry.request))
                 result = await super().call(entry.uid, value)
-            except (Exception, SystemExit, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    if task is None or task.cancelling() > cancellations:
-                        raise  # the worker is being stopped: the entry stays pending
-                    # The handler's own await was cancelled: a handler failure.
-                # SystemExit too: a library calling sys.exit() must not stop the worker.
+            except HANDLER_FAILURES as exc:
+                if is_stop(exc, mark):
+                    raise  # the worker is being stopped: the entry stays pending
                 log.exception("queued handler for %r raised", self.route_key)
                 stats.record("queued_handlers", self.route_key, Status.PROCESSING_FAILURE,
                              perf_counter() - started)

@@ -399,10 +399,6 @@ class DurableQueue:
         """
         with self._lock:
             batch = self._writable()
-            for entry in entries:
-                batch.rows[entry.seq] = _row(entry)
-                batch.deletes.discard(entry.seq)
-                batch.attempts.pop(entry.seq, None)
             batch.inserts += len(entries)
             self._uncommitted_inserts += len(entries)
             # While an earlier insert waits for its commit, later ones wait too:
@@ -412,8 +408,13 @@ class DurableQueue:
                 self.max_uncommitted == 0 or self._waiting_inserts > 0
                 or self._uncommitted_inserts > self.max_uncommitted
             )
+            for entry in entries:
+                batch.rows[entry.seq] = _row(entry)
+                batch.deletes.discard(entry.seq)
+                batch.attempts.pop(entry.seq, None)
+                if must_wait:
+                    batch.waited.add(entry.seq)
             if must_wait:
-                batch.waited.update(entry.seq for entry in entries)
                 self._waiting_inserts += len(entries)
             committed = self._changed_nowait(wait=must_wait)
             if committed is not None and on_commit is not None:
