@@ -311,10 +311,12 @@ def test_error_states_get_and_clear(service: Service) -> None:
     assert states["disk.full"]["count"] >= 2 and states["feed.stale"]["description"] == "no prices for 60 s"
 
     assert ok("errors", "clear", service.tcp, "disk.full", "nope").strip() == "Cleared 1 error state(s): disk.full"
-    assert "Nothing to clear" in ok("errors", "clear", service.tcp, "disk.full")
+    assert ok("errors", "clear", service.tcp, "disk.full").strip() == \
+        "Nothing to clear: none of these error states was raised."
     assert list(js("errors", "get", service.tcp)) == ["feed.stale"]
     assert js("errors", "clear", service.tcp) == {"cleared": ["feed.stale"]}
     assert "No error states raised" in ok("errors", "get", service.tcp)
+    assert ok("errors", "clear", service.tcp).strip() == "Nothing to clear: no error state is raised."
     assert js("errors", "get", service.tcp) == {}
 
 
@@ -463,6 +465,9 @@ def test_down_and_hung_services_exit_3_in_process(service: Service) -> None:
         url = f"tcp://127.0.0.1:{hung.getsockname()[1]}"
         result = fails(3, "send", url, "echo", "--timeout", "0.3")
     assert result.stderr.strip() == f"eco: {url}: no answer to 'echo' within 0.3s (service hung or overloaded?)"
+    # An IPv6 target is named once, in brackets, as it was given.
+    v6 = f"tcp://[::1]:{down}"
+    assert fails(3, "stats", v6).stderr.startswith(f"eco: cannot connect to {v6}: ")
     for args in (["stats", "foo"], ["queue", "data", "http://x:1"], ["errors", "clear", "uds://"]):
         assert fails(2, *args).stderr.startswith("eco: error: bad target")
 

@@ -335,6 +335,10 @@ def test_client_from_url() -> None:
     for bad in ("http://x:1", "tcp://host", "tcp://host:notaport", "uds://", "nonsense"):
         with pytest.raises(ValueError):
             client_from_url(bad)
+    # An IPv6 host goes back into its URL in brackets, for tcp and udp alike.
+    for url in ("tcp://[::1]:9000", "udp://[::1]:9001", "tcp://localhost:9000"):
+        assert client_from_url(url).url == url
+    assert client_from_url("tcp://[::1]:9000").host == "::1"
 
 
 async def test_udp_lost_datagram_is_retried(router: Router) -> None:

@@ -121,6 +121,10 @@ def test_metrics_json_and_usage_errors(service: Service) -> None:
         result = eco(*args)
         assert result.exit_code == 2 and result.stderr.startswith("eco: error:"), (args, result.stderr)
     assert eco("metrics").exit_code == 2
+    # One service label for two targets would export clashing series.
+    for args in (["metrics", f"a={service.tcp}", f"a={service.uds}"], ["metrics", service.tcp, service.tcp]):
+        result = eco(*args)
+        assert result.exit_code == 2 and "given more than once" in result.stderr, (args, result.stderr)
 
 
 def test_counters_keep_growing_across_period_rollovers() -> None:

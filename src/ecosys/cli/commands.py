@@ -167,7 +167,8 @@ def errors_clear(
             if cleared:
                 out.print(f"Cleared {len(cleared)} error state(s): " + ", ".join(map(str, cleared)))
             else:
-                out.print("Nothing to clear: none of these error states was raised.")
+                out.print("Nothing to clear: none of these error states was raised." if names
+                          else "Nothing to clear: no error state is raised.")
 
         _show(json_output, data, draw)
 
@@ -442,7 +443,14 @@ def metrics_command(
     with handled(json_output):
         if listen is not None and json_output:
             raise usage_error("--json and --listen do not go together")
-        collector = EcosysCollector([parse_scrape_target(t) for t in targets], timeout)
+        scrape_targets = [parse_scrape_target(t) for t in targets]
+        services = [t.service for t in scrape_targets]
+        repeated = sorted({name for name in services if services.count(name) > 1})
+        if repeated:
+            # Two targets with one service label would export clashing series.
+            raise usage_error("each target needs its own service name; given more than once: "
+                              + ", ".join(repeated))
+        collector = EcosysCollector(scrape_targets, timeout)
         if listen is not None:
             host, port = parse_listen(listen)
             serve(collector, host, port)

@@ -48,6 +48,14 @@ from .readbuf import ReceivesIntoSharedBuffer, loop_reads_into_fresh_memory
 
 log = logging.getLogger("ecosys.client")
 
+
+def address_url(scheme: str, host: str, port: int) -> str:
+    """*scheme*://host:port, with an IPv6 host in brackets as URLs require."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
 # Gathered requests are written once this many are waiting, without waiting for
 # the end of the loop iteration: the server starts on the first ones while the
 # client prepares the rest, instead of the two processes taking turns.

@@ -9,7 +9,7 @@ from typing import Any
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..routing import Router
 from .allow import Allowlist
-from .client import StreamClient
+from .client import StreamClient, address_url
 from .stream import StreamServer
 
 
@@ -38,7 +38,7 @@ class TcpServer(StreamServer):
         self.port = self._server.sockets[0].getsockname()[1]
 
     def __repr__(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        return address_url("tcp", self.host, self.port)
 
 
 class TcpClient(StreamClient):
@@ -56,4 +56,4 @@ class TcpClient(StreamClient):
     @property
     def url(self) -> str:
         """The address as a tcp:// URL."""
-        return f"tcp://{self.host}:{self.port}"
+        return address_url("tcp", self.host, self.port)

@@ -18,7 +18,7 @@ from ..protocol import (
 )
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
-from .client import Client, ResponseMatcher
+from .client import Client, ResponseMatcher, address_url
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -114,7 +114,7 @@ class UdpServer(asyncio.DatagramProtocol):
             self._transport = None
 
     def __repr__(self) -> str:
-        return f"udp://{self.host}:{self.port}"
+        return address_url("udp", self.host, self.port)
 
 
 class _UdpClientProtocol(asyncio.DatagramProtocol):
@@ -169,7 +169,7 @@ class UdpClient(Client):
     @property
     def url(self) -> str:
         """The address as a udp:// URL."""
-        return f"udp://{self.host}:{self.port}"
+        return address_url("udp", self.host, self.port)
 
     async def _endpoint(self) -> _UdpClientProtocol:
         loop = asyncio.get_running_loop()
