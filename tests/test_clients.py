@@ -368,6 +368,92 @@ async def test_udp_lost_datagram_is_retried(router: Router) -> None:
     transport.close()
 
 
+class Charge(BaseModel):
+    seconds: float
+
+
+class CountingRouter:
+    """Builds a registry whose "charge" endpoint counts its runs (side effects that must not repeat)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        registry = Registry()
+
+        @endpoint("charge", registry=registry)
+        async def charge(request: Charge) -> int:
+            self.runs += 1
+            await asyncio.sleep(request.seconds)
+            return self.runs
+
+        @endpoint("ping", registry=registry)
+        async def ping() -> str:
+            return "pong"
+
+        self.router = Router(registry)
+
+
+async def test_udp_close_under_a_request_fails_it_without_sending_it_again() -> None:
+    counting = CountingRouter()
+    server = UdpServer(counting.router, "127.0.0.1", 0)
+    await server.start()
+    client = UdpClient("127.0.0.1", server.port, retry_on_timeout=False, timeout=2, retry_delay=0.01)
+    call = asyncio.create_task(client.request("charge", {"seconds": 0.3}))
+    await asyncio.sleep(0.1)  # sent; the handler runs
+    await client.close()
+    with pytest.raises(ClientClosed):
+        await call
+    await asyncio.sleep(0.4)
+    assert counting.runs == 1, "a request the server received must not be sent again"
+    await server.close(1)
+
+
+async def test_stream_close_under_a_request_fails_it_with_client_closed(short_tmp: Path) -> None:
+    counting = CountingRouter()
+    server = UdsServer(counting.router, str(short_tmp / "charge.sock"))
+    await server.start()
+    client = UdsClient(server.path, retry_on_timeout=True, retry_delay=0.01)
+    call = asyncio.create_task(client.request("charge", {"seconds": 0.3}))
+    await asyncio.sleep(0.1)
+    await client.close()
+    with pytest.raises(ClientClosed, match="closed while waiting for a response"):
+        await call
+    await asyncio.sleep(0.4)
+    assert counting.runs == 1
+    # The client reconnects when used again.
+    assert await client.request("ping") == "pong"
+    await client.close()
+    await server.close(1)
+
+
+async def test_udp_port_unreachable_retries_only_what_surely_was_not_processed() -> None:
+    counting = CountingRouter()
+    first = UdpServer(counting.router, "127.0.0.1", 0)
+    await first.start()
+    port = first.port
+    client = UdpClient("127.0.0.1", port, retry_on_timeout=False, timeout=3, retry_delay=0.3)
+    charged = asyncio.create_task(client.request("charge", {"seconds": 1.0}))
+    await asyncio.sleep(0.1)  # received and run: its answer will never come
+    await first.close(0)
+    pinged = asyncio.create_task(client.request("ping"))  # refused by ICMP: nobody listens
+    await asyncio.sleep(0.1)
+    second = UdpServer(counting.router, "127.0.0.1", port)
+    await second.start()
+    # Which datagram the ICMP refused is unknown: both may have been processed.
+    for call in (charged, pinged):
+        with pytest.raises(ConnectionLost, match="may have been processed"):
+            await call
+    assert counting.runs == 1
+    # Alone in flight, a refused request surely was not processed: retried once the port answers.
+    await second.close(0)
+    alone = asyncio.create_task(client.request("ping"))
+    await asyncio.sleep(0.1)
+    third = UdpServer(counting.router, "127.0.0.1", port)
+    await third.start()
+    assert await alone == "pong"
+    await client.close()
+    await third.close(1)
+
+
 def test_registry_fixture_isolated() -> None:
     assert len(Registry()) == 0
 

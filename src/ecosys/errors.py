@@ -41,7 +41,10 @@ class BroadcastIncomplete(EcosysError):
 
 
 class ClientClosed(TransportError):
-    """The client was closed while the request waited for its connection (it was not sent)."""
+    """The client was closed while the request waited: for its connection, or for its answer.
+
+    Not retried by the client: a request already sent may have been processed.
+    """
 
 
 class RequestTimeout(TransportError, TimeoutError):

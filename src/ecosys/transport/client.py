@@ -500,7 +500,12 @@ class StreamClientProtocol(asyncio.Protocol):
             pass
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; requests still waiting on it fail with ClientClosed."""
+        # Before the transport reports the loss: the caller closed the client,
+        # which is not the connection dropping (ConnectionLost).
+        self._out = None
+        self._out_uids.clear()
+        self.matcher.fail_all(ClientClosed("the client was closed while waiting for a response"))
         if self.transport is not None:
             self.transport.close()
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..errors import ConnectFailed
+from ..errors import ClientClosed, ConnectFailed, ConnectionLost
 from ..protocol import (
     HEARTBEAT_REPLY,
     ProtocolViolation,
@@ -118,9 +118,10 @@ class UdpServer(asyncio.DatagramProtocol):
 
 
 class _UdpClientProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
+    def __init__(self, retry_on_timeout: bool = True) -> None:
         self.matcher = ResponseMatcher()
         self.transport: asyncio.DatagramTransport | None = None
+        self.retry_on_timeout = retry_on_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -140,13 +141,24 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
         self.transport.sendto(payload)
 
     def error_received(self, exc: Exception) -> None:
-        # On a connected UDP socket the ICMP "port unreachable" arrives here:
-        # nobody listens, so the requests surely were not processed.
-        self.matcher.fail_all(ConnectFailed(f"UDP peer unreachable: {exc}"))
+        # On a connected UDP socket the ICMP "port unreachable" arrives here. It
+        # refuses one datagram, and does not say which: alone in flight, that is
+        # this request's, which surely was not processed (safe to retry). With
+        # others in flight, any of them may have reached the server before it
+        # went away: as uncertain as a timeout, so retried only if timeouts are.
+        reason = f"UDP peer unreachable: {exc}"
+        if len(self.matcher.pending) <= 1 or self.retry_on_timeout:
+            self.matcher.fail_all(ConnectFailed(reason))
+        else:
+            self.matcher.fail_all(ConnectionLost(f"{reason}; the request may have been processed"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.matcher.fail_all(ConnectFailed("UDP socket closed"))
+        # Requests already sent may have been processed: not ConnectFailed (retried).
+        if exc is None:
+            self.matcher.fail_all(ClientClosed("the client was closed while waiting for a response"))
+        else:
+            self.matcher.fail_all(ConnectionLost(f"UDP socket failed while waiting for a response: {exc}"))
 
 
 class UdpClient(Client):
@@ -183,7 +195,8 @@ class UdpClient(Client):
             if self._protocol is None or self._protocol.transport is None:
                 try:
                     _, proto = await loop.create_datagram_endpoint(
-                        _UdpClientProtocol, remote_addr=(self.host, self.port)
+                        lambda: _UdpClientProtocol(self.retry_on_timeout),
+                        remote_addr=(self.host, self.port),
                     )
                 except OSError as exc:
                     raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
