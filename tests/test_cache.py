@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -134,3 +135,46 @@ async def test_a_load_running_when_its_key_is_deleted_is_not_stored() -> None:
     assert await first == 1  # its caller still gets what it loaded
     assert cache.get("k") is None, "the old value was stored after the delete"
     assert await cache.get_or_load("k", load) == 2
+
+
+async def test_a_value_set_while_its_key_loads_is_not_overwritten_by_the_load() -> None:
+    cache: LRUCache[str, str] = LRUCache(maxsize=10)
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def load() -> str:
+        started.set()
+        await release.wait()
+        return "loaded before the set"
+
+    first = asyncio.ensure_future(cache.get_or_load("k", load))
+    await started.wait()
+    cache.set("k", "set during the load")
+    release.set()
+    assert await first == "loaded before the set"  # its caller still gets what it loaded
+    assert cache.get("k") == "set during the load", "the older loaded value replaced the set one"
+
+
+async def test_a_failed_load_whose_only_caller_was_cancelled_is_not_reported_unretrieved() -> None:
+    cache: LRUCache[str, str] = LRUCache()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    started = asyncio.Event()
+
+    async def broken() -> str:
+        started.set()
+        await asyncio.sleep(0.01)
+        raise LookupError("backend down")
+
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        caller = asyncio.ensure_future(cache.get_or_load("k", broken))
+        await started.wait()
+        caller.cancel()
+        await asyncio.sleep(0.05)
+        del caller
+        gc.collect()  # an unretrieved exception is reported when its task is collected
+    finally:
+        loop.set_exception_handler(previous)
+    assert not reported, reported
+    assert "k" not in cache

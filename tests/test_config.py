@@ -410,3 +410,38 @@ def test_an_empty_path_variable_is_refused_by_name(variable: str) -> None:
         configure({variable: ""})
     assert names(str(info.value), variable), f"message must name the variable: {info.value}"
     assert "empty path" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_an_empty_allowlist_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        configure({"ECOENV_ALLOW": value})
+    assert names(str(info.value), "ECOENV_ALLOW"), f"message must name the variable: {info.value}"
+    assert "empty allowlist" in str(info.value)
+    with pytest.raises(ConfigurationError, match="empty allowlist"):
+        configure(code={"allow": []})
+    assert configure({"ECOENV_ALLOW": "127.0.0.1, 10.0.0.0/8"}).allow == ["127.0.0.1/32", "10.0.0.0/8"]
+
+
+def test_an_ipv6_address_needs_brackets() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        configure({}, ["--tcp", "2001:db8::1"])
+    assert "--tcp" in str(info.value) and "brackets" in str(info.value), str(info.value)
+    assert configure({}, ["--tcp", "[::1]:8000"]).tcp == HostPort("::1", 8000)
+    assert configure({}, ["--udp", "localhost:0"]).udp == HostPort("localhost", 0)
+
+
+def test_a_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"extra": {"city": "Orl\u00e9ans"}}'.encode("latin-1"))
+    with pytest.raises(ConfigurationError) as info:
+        configure({}, ["-c", str(path)])
+    assert str(path) in str(info.value) and "UTF-8" in str(info.value), str(info.value)
+
+
+def test_a_file_nested_too_deeply_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"extra": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}", encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        configure({}, ["-c", str(path)])
+    assert str(path) in str(info.value), str(info.value)

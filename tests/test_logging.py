@@ -242,3 +242,19 @@ def test_close_restores_root_logger(tmp_path: Path) -> None:
     finally:
         setup.close()
     assert root.level == before_level and root.handlers == before_handlers, "close() must undo the setup"
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_rotation_counts_bytes_not_characters(tmp_path: Path, setups: list[LogSetup], compress: bool) -> None:
+    path = tmp_path / "app-1.log"
+    setup = open_log(setups, path, max_size=1024, backups=40, compress=compress)
+    for i in range(200):
+        # Two bytes per character, in lines of many lengths: some land just under the limit.
+        log.info("record %05d %s", i, "é" * (20 + i % 37))
+    close_log(setups, setup)
+    sizes = {p.name: (gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes())
+             for p in tmp_path.iterdir()}
+    assert len(sizes) > 20, sorted(sizes)
+    for name, data in sizes.items():
+        assert len(data) <= 1024, f"{name} holds {len(data)} bytes, over log_max_size 1024"
+        assert data.decode("utf-8").endswith("\n"), f"{name} ends in the middle of a line"

@@ -295,3 +295,29 @@ async def test_unterminated_bytes_at_eof_get_100_and_the_connection_closes(
             break
         await asyncio.sleep(0.02)
     assert not stream_server.connections, "the connection is still open on the server"
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_udp_port_in_use_says_why_on_every_loop(tmp_path, loop_kind) -> None:  # type: ignore[no-untyped-def]
+    import uvloop
+
+    from ecosys import Application, ConfigurationError, Registry
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    app = Application("busy_udp", instance="0", registry=Registry(),
+                      config={"udp": f"127.0.0.1:{port}", "default_dir": str(tmp_path)})
+    app.configure(argv=[], environ={})
+
+    async def start() -> None:
+        with pytest.raises(ConfigurationError) as info:
+            await app.start()
+        assert str(info.value) == f"cannot listen on udp://127.0.0.1:{port}: Address already in use"
+
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(start())
+    finally:
+        busy.close()

@@ -14,6 +14,7 @@ from ecosys import (
     Reject,
     SenderNotOpen,
     TcpClient,
+    ValidationFailed,
     backoff,
     endpoint,
     get_uid,
@@ -357,3 +358,25 @@ async def test_closing_the_client_under_a_delivery_retries_it(tmp_path: Path) ->
         await sender.close(1)
         for sock in sockets:
             sock.close()  # type: ignore[attr-defined]
+
+
+async def test_a_reprocess_one_that_lost_the_race_says_the_uid_is_gone(tmp_path: Path) -> None:
+    port = free_port()
+    registry, send = sender_registry(port)
+    async with Target(port) as target, running_app(registry, tmp_path) as (_, client):
+        target.reject[("g", 1)] = 300
+        uid = await send(Msg(n=1))
+        await eventually(lambda: _errors(client, 1))
+        del target.reject[("g", 1)]
+        key = {"queue_route_key": "outbox", "request_uid": uid}
+        answers = await asyncio.gather(
+            client.request("eco.queued_sender.errors.reprocess.one", key),
+            client.request("eco.queued_sender.errors.reprocess.one", key),
+            return_exceptions=True,
+        )
+        await eventually(lambda: target.received)
+    assert {"reprocessed": 1} in answers, answers
+    assert {"reprocessed": 0} not in answers, "status 0 for a uid another call already moved"
+    [lost] = [a for a in answers if a != {"reprocessed": 1}]
+    assert isinstance(lost, ValidationFailed) and "no request with uid" in str(lost), lost
+    assert [n for _, n, _ in target.received] == [1]

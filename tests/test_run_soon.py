@@ -301,3 +301,43 @@ async def test_a_refused_second_start_leaves_the_running_one_alone(tmp_path: Pat
         assert done == ["finished"]
     finally:
         await first.stop()
+
+
+async def test_stopping_one_of_two_applications_gives_the_process_back_to_the_other(tmp_path: Path) -> None:
+    from ecosys import TcpClient, current_app, endpoint
+
+    done: list[str] = []
+
+    @run_soon
+    async def background(tag: str) -> None:
+        await asyncio.sleep(0.3)
+        done.append(tag)
+
+    registry = Registry()
+
+    @endpoint("kick", registry=registry)
+    async def kick() -> str:
+        background("first")
+        return current_app().name
+
+    first_keeper = TaskKeeper()
+    first = Application("first_app", instance="0", registry=registry, task_keeper=first_keeper,
+                        config={"tcp": "127.0.0.1:0", "default_dir": str(tmp_path / "first")})
+    second = Application("second_app", instance="0", registry=Registry(),
+                         config={"default_dir": str(tmp_path / "second")})
+    first.configure(argv=[], environ={})
+    second.configure(argv=[], environ={})
+    await first.start()
+    try:
+        await second.start()
+        assert current_app() is second
+        await second.stop()
+        assert current_app() is first, "the first application is still running"
+        async with TcpClient("127.0.0.1", first.servers[0].port) as client:
+            assert await client.request("kick") == "first_app"
+        assert len(first_keeper.tasks) == 1, "a task started by the first one's handler is its to wait for"
+    finally:
+        await first.stop()
+    assert done == ["first"], "stop() waits for its own run_soon tasks"
+    with pytest.raises(ecosys.EcosysError, match="no ecosys Application is running"):
+        current_app()

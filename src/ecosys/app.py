@@ -36,14 +36,35 @@ from .transport.uds import UdsServer
 
 log = logging.getLogger("ecosys.app")
 
-_current: Application | None = None
+# Started and not yet stopped, in start order: stopping one gives current_app()
+# and run_soon back to the one started before it, which is still running.
+_running: list[Application] = []
 
 
 def current_app() -> Application:
-    """The application that is running in this process."""
-    if _current is None:
+    """The application that is running in this process (the one started last, if several)."""
+    if not _running:
         raise EcosysError("no ecosys Application is running")
-    return _current
+    return _running[-1]
+
+
+def _become_current(app: Application) -> None:
+    _running.append(app)
+    use_task_keeper(app.task_keeper)
+
+
+def _leave_current(app: Application) -> None:
+    if app in _running:
+        _running.remove(app)
+    use_task_keeper(_running[-1].task_keeper if _running else None)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a bind failed, in words: uvloop's UDP error keeps the errno on its cause only."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+    return str(exc)
 
 
 def default_name() -> str:
@@ -149,7 +170,6 @@ class Application:
 
     async def start(self) -> None:
         """Take the lock, start logging and every configured server."""
-        global _current
         if self.config is None:
             if self.instance is None:
                 raise ConfigurationError("no instance given: use -i/--instance or Application(instance=...)")
@@ -164,8 +184,7 @@ class Application:
         # the running instance's shared state (statistics timer, background tasks).
         self._lock = lock
         # Current from here on: queue workers resuming old work may call current_app().
-        previous, _current = _current, self
-        use_task_keeper(self.task_keeper)
+        _become_current(self)
         try:
             self._logs = LogSetup(
                 cfg.log_path, level=cfg.log_level, max_size=cfg.log_max_size,
@@ -181,8 +200,7 @@ class Application:
             await self._close_servers(0)
             await self._close_queues(0)
             self._release()
-            _current = previous
-            use_task_keeper(None)
+            _leave_current(self)
             raise
         where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
         log.info("%s instance %s started on %s", self.name, self.instance, where)
@@ -244,7 +262,7 @@ class Application:
             try:
                 await server.start()
             except OSError as exc:
-                raise ConfigurationError(f"cannot listen on {server!r}: {exc.strerror or exc}") from None
+                raise ConfigurationError(f"cannot listen on {server!r}: {_os_reason(exc)}") from None
             self.servers.append(server)
 
     def request_stop(self) -> None:
@@ -275,7 +293,6 @@ class Application:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight work within the grace period, release everything."""
-        global _current
         if self._stopping or self._lock is None:
             return
         self._stopping = True
@@ -298,9 +315,7 @@ class Application:
             log.info("%s instance %s stopped", self.name, self.instance)
         finally:
             self._release()
-            if _current is self:
-                _current = None
-                use_task_keeper(None)
+            _leave_current(self)
             self._stopping = False
 
     async def _close_servers(self, grace: float) -> None:

@@ -19,6 +19,11 @@ V = TypeVar("V")
 _MISSING: Any = object()
 
 
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class LRUCache(Generic[K, V]):
     """At most *maxsize* entries; the least recently used goes first.
 
@@ -55,7 +60,13 @@ class LRUCache(Generic[K, V]):
         return item[0]
 
     def set(self, key: K, value: V) -> None:
-        """Store *value*, evicting the least recently used entry when full."""
+        """Store *value*, evicting the least recently used if full; a running load of *key* is not stored."""
+        # That load began before this value was known: storing its result would
+        # replace the newer value with an older one.
+        self._loading.pop(key, None)
+        self._store(key, value)
+
+    def _store(self, key: K, value: V) -> None:
         expires = None if self.ttl is None else self._clock() + self.ttl
         self._data[key] = (value, expires)
         self._data.move_to_end(key)
@@ -94,6 +105,9 @@ class LRUCache(Generic[K, V]):
         pending = self._loading.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._load(key, load))
+            # If every waiter was cancelled nobody awaits a failure, and asyncio
+            # would log it as "Task exception was never retrieved".
+            pending.add_done_callback(_retrieve_exception)
             self._loading[key] = pending
         return await asyncio.shield(pending)
 
@@ -101,8 +115,8 @@ class LRUCache(Generic[K, V]):
         this = asyncio.current_task()
         try:
             value = await load()
-            if self._loading.get(key) is this:  # not dropped by delete() or clear() meanwhile
-                self.set(key, value)
+            if self._loading.get(key) is this:  # not dropped by set(), delete() or clear() meanwhile
+                self._store(key, value)
             return value
         finally:
             if self._loading.get(key) is this:

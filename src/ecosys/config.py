@@ -48,9 +48,13 @@ def parse_host_port(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("expected 'host:port'")
     host, sep, port_text = value.strip().rpartition(":")
-    host = host.strip("[]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
     if not sep or not host:
         raise ValueError(f"expected 'host:port', got {value!r}")
+    if ":" in host and not bracketed:
+        # 2001:db8::1 would split at its last colon into a wrong host and port.
+        raise ValueError(f"an IPv6 address needs brackets: '[address]:port', got {value!r}")
     try:
         port = int(port_text)
     except ValueError:
@@ -82,6 +86,11 @@ def _parse_networks(value: Any) -> Any:
             networks.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
             raise ValueError(f"{text!r} is not an IP address or network") from None
+    if not networks:
+        # ECOENV_ALLOW=$UNSET_VAR in a shell script: an allowlist that matches
+        # nobody would start cleanly and then turn every client away.
+        raise ValueError("an empty allowlist would refuse every client; "
+                         "leave the setting out to allow anyone")
     return networks
 
 
@@ -243,6 +252,10 @@ def file_layer(path: Path) -> Layer:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"configuration file {path} is not valid UTF-8: byte {exc.start} cannot be decoded"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -250,6 +263,8 @@ def file_layer(path: Path) -> Layer:
             f"configuration file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise ConfigurationError(f"configuration file {path} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"configuration file {path} must hold a JSON object")
     layer = Layer()

@@ -33,6 +33,28 @@ class UidFilter(logging.Filter):
         return True
 
 
+class ByteSizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotates before the file would grow past maxBytes bytes on disk.
+
+    The standard handler measures the next line in characters: lines with
+    non-ASCII text made every file overshoot log_max_size.
+    """
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 (stdlib name)
+        """True if writing *record* would take the file past maxBytes."""
+        if os.path.exists(self.baseFilename) and not os.path.isfile(self.baseFilename):
+            return False  # never rotate a device or pipe (/dev/null)
+        if self.maxBytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        position = self.stream.tell()
+        if not position:
+            return False  # an empty file takes the line, however long
+        line = self.format(record) + self.terminator
+        return position + len(line.encode(self.encoding or "utf-8", "replace")) > self.maxBytes
+
+
 def _gzip_rotator(source: str, dest: str) -> None:
     with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -58,7 +80,7 @@ class LogSetup:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         formatter = logging.Formatter(LOG_FORMAT)
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = ByteSizeRotatingFileHandler(
             path, maxBytes=max_size, backupCount=backups, encoding="utf-8"
         )
         if compress:

@@ -63,8 +63,12 @@ async def _error_entry(queue: Any, request: QueueRequest, *, pop: bool = False) 
     try:
         return await (pair.pop_error if pop else pair.find_error)(_uid(request))
     except EntryNotFound as exc:
-        raise Reject(Status.VALIDATION_ERROR, f"{exc} of {request.queue_route_key!r}",
-                     {"queue_route_key": request.queue_route_key}) from None
+        raise _not_in_errors(request, str(exc)) from None
+
+
+def _not_in_errors(request: QueueRequest, message: str) -> Reject:
+    return Reject(Status.VALIDATION_ERROR, f"{message} of {request.queue_route_key!r}",
+                  {"queue_route_key": request.queue_route_key})
 
 
 def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) -> None:
@@ -81,7 +85,12 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
 
     async def reprocess_one(request: QueueRequest) -> dict[str, int]:
         queue = find(request.queue_route_key)
-        return {"reprocessed": await queue.reprocess([await _error_entry(queue, request)])}
+        entry = await _error_entry(queue, request)
+        if not await queue.reprocess([entry]):
+            # Another call (a concurrent reprocess, pop or clear) took the entry
+            # after we found it: to this caller the uid is not in the error queue.
+            raise _not_in_errors(request, f"no request with uid {entry.uid} in the error queue")
+        return {"reprocessed": 1}
 
     async def inspect_request(request: QueueRequest) -> dict[str, Any]:
         return (await _error_entry(find(request.queue_route_key), request)).describe()
