@@ -332,7 +332,10 @@ def test_client_from_url() -> None:
     assert isinstance(udp, UdpClient) and udp.timeout == 1
     uds = client_from_url("uds:///tmp/x.sock", persistent=False)
     assert isinstance(uds, UdsClient) and uds.path == "/tmp/x.sock" and not uds.persistent
-    for bad in ("http://x:1", "tcp://host", "tcp://host:notaport", "uds://", "nonsense"):
+    for bad in ("http://x:1", "tcp://host", "tcp://host:notaport", "uds://", "nonsense",
+                # Parts a service URL does not have are refused, not dropped.
+                "tcp://127.0.0.1:8000/path", "udp://h:1?x=1", "tcp://h:1#top", "tcp://user@h:1",
+                "uds:///run/app.sock?mode=x"):
         with pytest.raises(ValueError):
             client_from_url(bad)
     # An IPv6 host goes back into its URL in brackets, for tcp and udp alike.

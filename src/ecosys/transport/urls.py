@@ -15,6 +15,9 @@ def client_from_url(url: str, **options: Any) -> Client:
     """Return a TcpClient, UdpClient or UdsClient for *url*; options go to the client."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        # Dropped silently, a typo or a pasted HTTP URL would talk to some other address.
+        raise ValueError(f"{url!r}: a service URL has no query or fragment")
     if scheme == "uds":
         path = (parts.netloc + parts.path) if parts.netloc else parts.path
         if not path:
@@ -27,6 +30,8 @@ def client_from_url(url: str, **options: Any) -> Client:
             port = None
         if not parts.hostname or port is None:
             raise ValueError(f"{url!r}: expected {scheme}://host:port")
+        if parts.path not in ("", "/") or "@" in parts.netloc:
+            raise ValueError(f"{url!r}: expected {scheme}://host:port, with no path or user")
         cls = TcpClient if scheme == "tcp" else UdpClient
         return cls(parts.hostname, port, **options)
     raise ValueError(f"{url!r}: unknown scheme; use tcp://, udp:// or uds://")
