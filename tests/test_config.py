@@ -445,3 +445,11 @@ def test_a_file_nested_too_deeply_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         configure({}, ["-c", str(path)])
     assert str(path) in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_shutdown_grace_must_be_finite_and_not_negative(value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        configure({"ECOENV_SHUTDOWN_GRACE": value})
+    assert names(str(info.value), "ECOENV_SHUTDOWN_GRACE"), str(info.value)
+    assert configure({"ECOENV_SHUTDOWN_GRACE": "0.5"}).shutdown_grace == 0.5

@@ -132,7 +132,8 @@ class Settings(BaseModel):
     # Peers (IP addresses or networks) allowed on TCP and UDP; None: anyone who
     # can reach the listening address. Others get status 200.
     allow: Annotated[list[str] | None, BeforeValidator(_parse_networks)] = None
-    shutdown_grace: float = Field(10.0, ge=0)
+    # Finite: an infinite grace lets one stuck handler keep the process from ever exiting.
+    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     stat_gp: int = Field(300, ge=1)
     stat_hl: int = Field(12, ge=1)
