@@ -156,7 +156,7 @@ RUNNER = CliRunner()
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "FORCE_COLOR": None, "TERM": "dumb"}
 
 
-def eco(*args: str, input: str | None = None) -> Result:
+def eco(*args: str, input: str | bytes | None = None) -> Result:
     """Run ``eco ARGS`` in-process; never raises."""
     return RUNNER.invoke(app, list(args), env=ENV, input=input)
 
@@ -562,6 +562,37 @@ def test_an_answer_of_the_wrong_shape_is_a_message_not_a_traceback() -> None:
 def test_nan_is_not_json(service: Service) -> None:
     result = fails(2, "send", service.tcp, "echo", "NaN")
     assert "invalid JSON" in result.stderr
+
+
+def test_json_that_cannot_be_sent_as_given_is_a_usage_error(service: Service) -> None:
+    """Parses as JSON but cannot go out as it was given: exit 2 before any request."""
+    cases = {
+        '{"message": "\\ud800"}': "lone surrogate",  # a lone surrogate escape: not UTF-8
+        '{"big": 1e999}': "too large",  # overflows to inf, which would go out as null
+        "[-1e999]": "too large",
+        "[" * 300 + "]" * 300: "cannot be sent",  # deeper than the encoder goes
+        "[" * 100_000 + "]" * 100_000: "invalid JSON argument",  # deeper than the parser goes
+    }
+    for text, why in cases.items():
+        result = fails(2, "send", service.tcp, "echo", text)
+        assert result.stderr.startswith("eco: error: invalid JSON argument") and why in result.stderr, \
+            (text[:30], result.stderr)
+    result = eco("send", service.tcp, "echo", "-", input=b'{"message": "\xff"}')
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
+    assert result.stderr.startswith("eco: error: invalid JSON argument: stdin is not UTF-8"), result.stderr
+    # The real program, whatever error handler the locale gives stdin.
+    for env in (app_env(LC_ALL="C.UTF-8"), app_env(LC_ALL="C", PYTHONUTF8="1")):
+        done = subprocess.run([sys.executable, "-m", "ecosys.cli", "send", service.tcp, "echo", "-"],
+                              input=b'{"message": "\xff"}', capture_output=True, timeout=30, env=env)
+        stderr = done.stderr.decode(errors="replace")
+        assert done.returncode == 2 and stderr.startswith("eco: error: invalid JSON argument"), stderr
+        assert stderr.count("\n") == 1 and done.stdout == b""
+
+
+def test_a_malformed_bracketed_host_is_a_bad_target() -> None:
+    for url in ("tcp://[::1", "tcp://[zz]:80", "uds://[x", "udp://[::1:80"):
+        for args in (["stats", url], ["send", url, "echo"], ["metrics", url], ["metrics", f"name={url}"]):
+            assert fails(2, *args).stderr.startswith(f"eco: error: bad target {url!r}: "), args
 
 
 def test_a_reader_that_stops_early_is_not_an_error(service: Service) -> None:

@@ -7,15 +7,19 @@ prometheus_client's own parser.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from apphelpers import app_env, free_port, wait_until
@@ -148,6 +152,66 @@ def test_counters_keep_growing_across_period_rollovers() -> None:
         # A one-shot scrape (a fresh collector) only sees the running period.
         samples, _ = parse(exposition(EcosysCollector([parse_scrape_target(f"s={short.tcp}")])))
         assert ("ecosys_endpoint_calls_total", frozenset({("service", "s"), ("endpoint", "echo")})) not in samples
+
+
+@contextlib.contextmanager
+def odd_peer(data: Any) -> Iterator[str]:
+    """A TCP peer on loopback (not an ecosys service) answering every request with status 0 and *data*."""
+    loop = asyncio.new_event_loop()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                reply = {"uid": json.loads(line).get("uid"), "status": 0, "data": data}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        server.close()
+        loop.close()
+
+
+# Statistics of a shape no ecosys service sends: one trips the call counts, one the queue gauges.
+ODD_CALLS = {"current": {"start": 1, "endpoints": {"x": {"calls": 1, "errors": ["a"]}}}}
+ODD_QUEUES = {"current": {"start": 1, "queues": {"endpoint.jobs": {"pending": [1]}}}}
+
+
+def test_a_target_with_an_odd_answer_is_down_and_the_others_are_still_reported(service: Service) -> None:
+    with odd_peer(ODD_CALLS) as calls, odd_peer(ODD_QUEUES) as queues:
+        targets = [f"good={service.tcp}", f"calls={calls}", f"queues={queues}"]
+        result = eco("metrics", *targets)
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 2 and all("unexpected answer" in line for line in lines), result.stderr
+        assert lines[0].startswith("eco: calls is down: ") and lines[1].startswith("eco: queues is down: ")
+        samples, _ = parse(result.stdout)
+        assert value(samples, "ecosys_up", service="good") == 1
+        assert value(samples, "ecosys_endpoint_calls_total", service="good", endpoint="echo") >= 3
+        for odd in ("calls", "queues"):
+            assert value(samples, "ecosys_up", service=odd) == 0
+            assert not any(("service", odd) in labels for name, labels in samples
+                           if name not in ("ecosys_up", "ecosys_scrape_duration_seconds")), odd
+
+        document = json.loads(ok("metrics", *targets, "--json"))
+        good, odd_calls, _ = document["targets"]
+        assert good["up"] is True
+        assert odd_calls["up"] is False and odd_calls["error"].startswith("unexpected answer")
+
+        # A long-lived collector (what --listen serves) keeps exporting the others at every scrape.
+        collector = EcosysCollector([parse_scrape_target(t) for t in targets], timeout=5)
+        for _ in range(2):
+            samples, _ = parse(exposition(collector))
+            assert value(samples, "ecosys_up", service="good") == 1
+            assert value(samples, "ecosys_up", service="calls") == 0
+            assert value(samples, "ecosys_up", service="queues") == 0
 
 
 def _scrape(url: str) -> str:

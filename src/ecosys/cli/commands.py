@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
+from ..transport.client import encode_data
 from . import render
 from .core import (
     DEFAULT_TIMEOUT,
@@ -369,17 +370,44 @@ def parse_json_argument(text: str | None) -> Any:
     """The request data: None when omitted, stdin for ``-``, otherwise the JSON text."""
     if text is None:
         return None
-    if text == "-":
-        text = sys.stdin.read()
     try:
-        return json.loads(text, parse_constant=_not_json)
-    except ValueError as exc:
+        if text == "-":
+            text = sys.stdin.read()
+        value = json.loads(text, parse_constant=_not_json)
+    except UnicodeDecodeError as exc:
+        raise usage_error(f"invalid JSON argument: stdin is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
+    except (ValueError, RecursionError) as exc:
         raise usage_error(f"invalid JSON argument: {exc}") from None
+    check_sendable(value)
+    return value
 
 
 def _not_json(name: str) -> Any:
     # Python's json accepts NaN and Infinity; JSON does not (they would go out as null).
     raise ValueError(f"{name} is not JSON")
+
+
+def check_sendable(value: Any) -> None:
+    """Fail with a usage error unless *value* goes out exactly as it was given."""
+    # Found here rather than in the client: a request that cannot be encoded
+    # would otherwise read as an odd answer from the service (exit 3), and a
+    # number that overflows to inf would silently be sent as null.
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end]
+        raise usage_error(f"invalid JSON argument: {bad!r} is not UTF-8 text (a lone surrogate escape, "
+                          "or a byte that is not UTF-8)") from None
+    except ValueError:
+        raise usage_error("invalid JSON argument: a number is too large (it overflows to infinity, "
+                          "which JSON cannot carry)") from None
+    except RecursionError:
+        raise usage_error("invalid JSON argument: cannot be sent (nested too deeply)") from None
+    try:
+        encode_data(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise usage_error(f"invalid JSON argument: cannot be sent ({exc})") from None
 
 
 @app.command("send", epilog=EXIT_CODES_HELP)

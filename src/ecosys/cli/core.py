@@ -70,7 +70,10 @@ def make_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> Client:
     A malformed URL is a usage error. Stream clients send no heartbeats: a
     command lives for one or two requests.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed or invalid [IPv6] host
+        raise usage_error(f"bad target {url!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "uds" and parts.netloc:
         relative = parts.netloc + parts.path

@@ -4,7 +4,8 @@
 ``collect()`` (one scrape) fetches ``eco.statistics.get`` (current period)
 and ``eco.error_states.get`` from every target concurrently, on a fresh
 event loop, and turns the answers into metric families. A target that does
-not answer gives ``ecosys_up 0`` and no other samples; the scrape goes on.
+not answer, or answers with a shape no ecosys service sends, gives
+``ecosys_up 0`` and no other samples; the scrape goes on.
 
 Call and error counts are kept growing across the services' statistics
 period roll-overs for as long as the collector lives (:class:`RunningTotals`);
@@ -30,7 +31,14 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..errors import EcosysError, ResponseError
-from .core import DEFAULT_TIMEOUT, describe_response_error, describe_transport_error, make_client, usage_error
+from .core import (
+    DEFAULT_TIMEOUT,
+    describe_response_error,
+    describe_transport_error,
+    make_client,
+    one_line,
+    usage_error,
+)
 
 T = TypeVar("T")
 
@@ -86,6 +94,14 @@ class Scrape:
             "error": self.error, "notes": self.notes, "scrape_seconds": round(self.duration, 6),
             "statistics": self.statistics, "error_states": self.error_states,
         }
+
+
+def mark_unexpected(result: Scrape, exc: Exception) -> None:
+    """Report the target of *result* as down: its answer has a shape no ecosys service sends."""
+    result.up = False
+    result.notes.clear()  # about its other answers, which no longer matter: one line per down target
+    result.error = one_line(f"unexpected answer ({type(exc).__name__}: {exc}); is it an ecosys service "
+                            "of a compatible version?")
 
 
 def service_start(snapshot: dict[str, Any]) -> float | None:
@@ -256,6 +272,13 @@ class _Families:
     def counter(self, name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
         return self._family(CounterMetricFamily, name, doc, labels)
 
+    def absorb(self, other: _Families) -> None:
+        """Add the samples of *other* (one target's families) to these."""
+        for name, family in other.items.items():
+            mine = self.items.setdefault(name, family)
+            if mine is not family:
+                mine.samples.extend(family.samples)
+
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
@@ -347,45 +370,57 @@ def families_for(scrapes: Iterable[Scrape]) -> list[Metric]:
     families = _Families()
     up = families.gauge("ecosys_up", "1 when the service answered eco.statistics.get, else 0", ["service"])
     for result in scrapes:
+        own = _Families()
+        if result.up and result.statistics is not None:
+            try:
+                _service_metrics(own, result)
+            except Exception as exc:
+                # Not ecosys, or another version: this target is down, the others are still exported.
+                own = _Families()
+                mark_unexpected(result, exc)
         service = result.target.service
         up.add_metric([service], 1.0 if result.up else 0.0)
         families.gauge("ecosys_scrape_duration_seconds", "Time taken to ask the service",
                        ["service"]).add_metric([service], result.duration)
-        snapshot = result.statistics
-        if not result.up or snapshot is None:
-            continue
-        uptime = _number(snapshot.get("uptime"))
-        if uptime is not None:
-            families.gauge("ecosys_uptime_seconds", "Seconds since the service started",
-                           ["service"]).add_metric([service], uptime)
-        period = snapshot.get("current") or {}
-        start = _number(period.get("start"))
-        if start is not None:
-            families.gauge("ecosys_statistics_period_start_timestamp_seconds",
-                           "Start of the current statistics period of the service",
-                           ["service"]).add_metric([service], start)
-        groups = result.calls or {g: c for g, c in period.items() if g not in _PERIOD_KEYS}
-        for group in [*_GROUP_METRICS, *sorted(set(groups) - set(_GROUP_METRICS))]:
-            calls = groups.get(group)
-            if isinstance(calls, dict):
-                _group_metrics(families, service, group, calls)
-        queues = period.get("queues")
-        if isinstance(queues, dict):
-            _queue_metrics(families, service, queues)
-        custom = period.get("custom")
-        if isinstance(custom, dict):
-            for name, value in flatten_custom(custom):
-                families.gauge("ecosys_custom", "Numeric custom statistics of the service",
-                               ["service", "name"]).add_metric([service, name], value)
-        if result.error_states is not None:
-            states = result.error_states
-            families.gauge("ecosys_error_states", "Error states raised now",
-                           ["service"]).add_metric([service], float(len(states)))
-            for name, state in states.items():
-                count = _number(state.get("count")) if isinstance(state, dict) else None
-                families.gauge("ecosys_error_state_count", "How often each raised error state was raised",
-                               ["service", "state"]).add_metric([service, name], count or 1.0)
+        families.absorb(own)
     return list(families.items.values())
+
+
+def _service_metrics(families: _Families, result: Scrape) -> None:
+    """Add the samples of one target that answered; raises on an answer of an odd shape."""
+    service = result.target.service
+    snapshot = result.statistics or {}
+    uptime = _number(snapshot.get("uptime"))
+    if uptime is not None:
+        families.gauge("ecosys_uptime_seconds", "Seconds since the service started",
+                       ["service"]).add_metric([service], uptime)
+    period = snapshot.get("current") or {}
+    start = _number(period.get("start"))
+    if start is not None:
+        families.gauge("ecosys_statistics_period_start_timestamp_seconds",
+                       "Start of the current statistics period of the service",
+                       ["service"]).add_metric([service], start)
+    groups = result.calls or {g: c for g, c in period.items() if g not in _PERIOD_KEYS}
+    for group in [*_GROUP_METRICS, *sorted(set(groups) - set(_GROUP_METRICS))]:
+        calls = groups.get(group)
+        if isinstance(calls, dict):
+            _group_metrics(families, service, group, calls)
+    queues = period.get("queues")
+    if isinstance(queues, dict):
+        _queue_metrics(families, service, queues)
+    custom = period.get("custom")
+    if isinstance(custom, dict):
+        for name, value in flatten_custom(custom):
+            families.gauge("ecosys_custom", "Numeric custom statistics of the service",
+                           ["service", "name"]).add_metric([service, name], value)
+    if result.error_states is not None:
+        states = result.error_states
+        families.gauge("ecosys_error_states", "Error states raised now",
+                       ["service"]).add_metric([service], float(len(states)))
+        for name, state in states.items():
+            count = _number(state.get("count")) if isinstance(state, dict) else None
+            families.gauge("ecosys_error_state_count", "How often each raised error state was raised",
+                           ["service", "state"]).add_metric([service, name], count or 1.0)
 
 
 class EcosysCollector:
@@ -409,6 +444,9 @@ class EcosysCollector:
 
     def scrape(self) -> list[Scrape]:
         """Ask every target now and bring the running totals up to date."""
+        return self._scrape()[0]
+
+    def _scrape(self) -> tuple[list[Scrape], list[Metric]]:
         with self._lock:
             last_periods: dict[ScrapeTarget, float | None] = {
                 t: totals.period_start for t, totals in self.totals.items()
@@ -419,16 +457,25 @@ class EcosysCollector:
                 snapshot = result.statistics
                 if not result.up or snapshot is None:
                     continue
-                closed = result.closed_periods if totals.rolled_over_since(snapshot) is not None else []
-                totals.update(snapshot, closed)
-                current = snapshot.get("current")
-                result.calls = totals.merged(current if isinstance(current, dict) else {})
+                try:
+                    closed = result.closed_periods if totals.rolled_over_since(snapshot) is not None else []
+                    totals.update(snapshot, closed)
+                    current = snapshot.get("current")
+                    result.calls = totals.merged(current if isinstance(current, dict) else {})
+                except Exception as exc:
+                    # Not ecosys, or another version: this target is down, the others still count.
+                    # Its totals may be half updated, so they start afresh (a counter reset).
+                    self.totals[result.target] = RunningTotals()
+                    mark_unexpected(result, exc)
+            # Made here, so --json (which prints only the results) also shows a target whose
+            # answer cannot become metrics as down.
+            metrics = families_for(results)
             self.last = results
-            return results
+            return results, metrics
 
     def collect(self) -> Iterator[Metric]:
         """Fresh metric families for this scrape."""
-        yield from families_for(self.scrape())
+        yield from self._scrape()[1]
 
 
 def registry_for(collector: EcosysCollector) -> CollectorRegistry:
