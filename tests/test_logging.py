@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
+import os
 import re
+import selectors
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apphelpers import APPS_DIR, START_TIMEOUT, STOP_TIMEOUT, app_env, socket_friendly_dir
 
-from ecosys import ConfigurationError, uid_scope
+from ecosys import ConfigurationError, UdsClient, uid_scope
 from ecosys.config import load_settings
 from ecosys.logs import LogSetup
 
@@ -258,3 +265,65 @@ def test_rotation_counts_bytes_not_characters(tmp_path: Path, setups: list[LogSe
     for name, data in sizes.items():
         assert len(data) <= 1024, f"{name} holds {len(data)} bytes, over log_max_size 1024"
         assert data.decode("utf-8").endswith("\n"), f"{name} ends in the middle of a line"
+
+
+def test_console_writer_drops_lines_while_stderr_is_not_read_and_closes_anyway() -> None:
+    from ecosys.logs import ConsoleWriter
+
+    read_end, write_end = os.pipe()
+    try:
+        # A full pipe, as a stderr nobody has read for a while.
+        os.set_blocking(write_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"z" * 4096)
+        os.set_blocking(write_end, True)
+        writer = ConsoleWriter(logging.Formatter("%(message)s"), max_queued=10, fd=write_end)
+        for i in range(2000):
+            writer.put(logging.makeLogRecord({"msg": f"{i:05d} " + "y" * 200}))
+        started = time.monotonic()
+        assert writer.close(timeout=0.3) is False, "nobody reads the pipe: the writer is still blocked"
+        assert time.monotonic() - started < 2, "close() must not wait for a blocked stderr"
+        assert writer.dropped > 1000
+    finally:
+        os.close(read_end)  # the blocked write fails now, and the thread ends
+        os.close(write_end)
+
+
+def test_a_blocked_stderr_neither_stops_file_logging_nor_hangs_shutdown(tmp_path: Path) -> None:
+    with socket_friendly_dir(tmp_path) as run_dir:
+        sock = run_dir / "chatty.sock"
+        process = subprocess.Popen(
+            [sys.executable, str(APPS_DIR / "chatty_server.py"), "-i", "0", "--uds", str(sock),
+             "--log_console"],
+            env=app_env(ECOENV_DEFAULT_DIR=run_dir), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # stderr: a pipe nobody reads
+        )
+        try:
+            assert process.stdout is not None
+            with selectors.DefaultSelector() as selector:  # the banner, within START_TIMEOUT
+                selector.register(process.stdout, selectors.EVENT_READ)
+                assert selector.select(START_TIMEOUT), "no start-up banner"
+            assert b" listening on " in process.stdout.readline()
+
+            async def chatter() -> int:
+                async with UdsClient(str(sock), timeout=30) as client:
+                    return int(await client.request("chatter", 12_000))
+
+            assert asyncio.run(chatter()) == 12_000
+            log_file = run_dir / "chatty-0.log"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if sum(1 for line in log_file.open(encoding="utf-8") if " chatter " in line) == 12_000:
+                    break
+                time.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=STOP_TIMEOUT) == 0, "shutdown hung on a blocked stderr"
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        text = log_file.read_text(encoding="utf-8")
+        assert sum(1 for line in text.splitlines() if " chatter " in line) == 12_000, "file logging stalled"
+        assert "stderr was not being read" in text.splitlines()[-1]
+        assert not (run_dir / "chatty-0.lock").exists()

@@ -13,11 +13,16 @@ import os
 import queue
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from .tracking import current_uid
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(uid)s] %(message)s"
+# Log lines waiting for stderr before new ones are dropped (stderr not being read).
+CONSOLE_QUEUE_SIZE = 10_000
+# How long closing waits for queued lines to reach a stderr that may be blocked.
+CONSOLE_CLOSE_TIMEOUT = 1.0
 
 
 class UidFilter(logging.Filter):
@@ -55,6 +60,77 @@ class ByteSizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return position + len(line.encode(self.encoding or "utf-8", "replace")) > self.maxBytes
 
 
+class ConsoleWriter:
+    """Copies log lines to stderr on a thread of its own, dropping them when stderr is not read.
+
+    A pipe nobody reads (a paused pager, a dead supervisor) blocks every
+    write to it. On the file's thread that would stop file logging too, and
+    joining it at shutdown would hang the process. Here the thread may block
+    for good: the queue is bounded, new lines are dropped (and counted)
+    while it is full, and close() waits for it a moment only.
+    """
+
+    def __init__(self, formatter: logging.Formatter, max_queued: int = CONSOLE_QUEUE_SIZE,
+                 fd: int | None = None) -> None:
+        self.formatter = formatter
+        self.dropped = 0
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(max_queued)
+        # os.write on the descriptor, not sys.stderr.write: a thread blocked inside
+        # the stream would hold its buffer lock, and the interpreter's final flush
+        # of stderr would then fail fatally.
+        self._fd = fd
+        if fd is None:
+            try:
+                self._fd = sys.stderr.fileno()
+            except (AttributeError, OSError, ValueError):
+                pass  # replaced by something without a descriptor (a test capture)
+        self._thread = threading.Thread(target=self._run, name="ecosys-log-console", daemon=True)
+        self._thread.start()
+
+    def put(self, record: logging.LogRecord) -> None:
+        """Queue *record* for stderr; drop it if the queue is full."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while (record := self._queue.get()) is not None:
+            try:
+                line = self.formatter.format(record) + "\n"
+                if self._fd is not None:
+                    data = line.encode("utf-8", "backslashreplace")
+                    while data:
+                        data = data[os.write(self._fd, data):]
+                else:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+            except OSError:
+                return  # stderr is closed for good: nothing more can be shown there
+            except Exception:
+                pass  # one unformattable record must not end console logging
+
+    def close(self, timeout: float = CONSOLE_CLOSE_TIMEOUT) -> bool:
+        """Let queued lines out for at most *timeout* seconds; False if stderr stayed blocked."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class _ConsoleHandler(logging.Handler):
+    """Hands records from the file listener's thread to the console writer."""
+
+    def __init__(self, writer: ConsoleWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.writer.put(record)
+
+
 def _gzip_rotator(source: str, dest: str) -> None:
     with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -86,11 +162,12 @@ class LogSetup:
         if compress:
             file_handler.rotator = _gzip_rotator
             file_handler.namer = _gzip_namer
+        file_handler.setFormatter(formatter)
         handlers: list[logging.Handler] = [file_handler]
+        self.console: ConsoleWriter | None = None
         if console:
-            handlers.append(logging.StreamHandler(sys.stderr))
-        for handler in handlers:
-            handler.setFormatter(formatter)
+            self.console = ConsoleWriter(formatter)
+            handlers.append(_ConsoleHandler(self.console))
         self.path = path
         self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self.queue_handler = logging.handlers.QueueHandler(self._queue)
@@ -110,5 +187,16 @@ class LogSetup:
         self._root.removeHandler(self.queue_handler)
         self._root.setLevel(self._previous_level)
         self.listener.stop()
+        console = self.console
+        if console is not None:
+            blocked = not console.close()
+            if console.dropped or blocked:
+                # To the file only: stderr is where the lines went missing.
+                self._handlers[0].handle(logging.makeLogRecord({
+                    "name": "ecosys.logs", "levelno": logging.WARNING, "levelname": "WARNING",
+                    "uid": "-",
+                    "msg": f"stderr was not being read: {console.dropped} console log line(s) dropped"
+                           + (", and the last ones may never show" if blocked else ""),
+                }))
         for handler in self._handlers:
             handler.close()
