@@ -100,12 +100,13 @@ async def test_sequenced_broadcast_orders_each_target_independently(tmp_path: Pa
                 assert len(uids) == 2
             # Target 0 is up and gets everything in order; target 1 is down and waits.
             await eventually(lambda: a.got == list(range(10)))
-            state = await client.request("eco.queued_sender.data", {"queue_route_key": "fanout.1"})
+            second = f"fanout.127.0.0.1_{ports[1]}"
+            state = await client.request("eco.queued_sender.data", {"queue_route_key": second})
             assert state["pending"] == 10
             async with Listener(ports[1], "b") as b:
                 await eventually(lambda: b.got == list(range(10)), timeout=10)
         names = [s["queue_route_key"] for s in await client.request("eco.queued_sender.data", {})]
-        assert names == ["fanout.0", "fanout.1"]
+        assert names == [f"fanout.127.0.0.1_{ports[0]}", second], "each queue is named after its target"
     await asyncio.sleep(0)
 
 
@@ -134,9 +135,77 @@ async def test_a_failing_target_does_not_keep_the_message_from_the_others(
         monkeypatch.setattr(pending, "_apply_sync", disk_error)
         with pytest.raises(BroadcastIncomplete) as info:
             await announce(1)
-        assert set(info.value.stored) == {"fanout.0", "fanout.2"}, "the target after the failing one was skipped"
-        assert set(info.value.failed) == {"fanout.1"}
+        names = [f"fanout.127.0.0.1_{port}" for port in ports]
+        assert set(info.value.stored) == {names[0], names[2]}, "the target after the failing one was skipped"
+        assert set(info.value.failed) == {names[1]}
         monkeypatch.setattr(pending, "_apply_sync", real_apply)
         states = {s["queue_route_key"]: s["pending"]
                   for s in await client.request("eco.queued_sender.data", {})}
-        assert states == {"fanout.0": 1, "fanout.1": 0, "fanout.2": 1}
+        assert states == {names[0]: 1, names[1]: 0, names[2]: 1}
+
+
+async def test_pending_messages_follow_their_target_when_the_list_changes_between_runs(tmp_path: Path) -> None:
+    ports = [free_port(), free_port(), free_port()]
+
+    def announce_to(order: list[int]) -> tuple[Registry, object]:
+        registry = Registry()
+        clients = [TcpClient("127.0.0.1", ports[i], retries=0, timeout=2) for i in order]
+
+        @queued_broadcaster([(c, "note") for c in clients], name="fanout", registry=registry,
+                            sequenced=True, backoff=backoff.constant(0.05))
+        def announce(n: int) -> Note:
+            return Note(n=n)
+
+        return registry, announce
+
+    registry, announce = announce_to([0, 1, 2])
+    async with Listener(ports[0], "a") as a, Listener(ports[2], "c") as c:
+        async with running_app(registry, tmp_path):
+            for n in range(3):
+                await announce(n)  # type: ignore[operator]
+            await eventually(lambda: a.got == [0, 1, 2] and c.got == [0, 1, 2])
+        # Restarted with the targets in another order and the third one gone: what
+        # waits for the second target (down so far) must reach it, and only it.
+        registry, announce = announce_to([1, 0])
+        async with Listener(ports[1], "b") as b, running_app(registry, tmp_path):
+            await eventually(lambda: b.got == [0, 1, 2], timeout=10)
+            await asyncio.sleep(0.3)
+    assert a.got == [0, 1, 2] and c.got == [0, 1, 2], "a target got another target's messages"
+    assert b.got == [0, 1, 2]
+
+
+def test_targets_can_be_named_and_a_target_listed_twice_is_refused() -> None:
+    from ecosys import ConfigurationError, UdsClient
+
+    registry = Registry()
+    one, other = TcpClient("127.0.0.1", 7000), UdsClient("/run/gw/gateway.sock")
+
+    @queued_broadcaster({"primary": (one, "note"), "backup": (other, "note")}, name="named",
+                        registry=registry)
+    def named(n: int) -> Note:
+        return Note(n=n)
+
+    @queued_broadcaster([(one, "note"), (one, "audit"), (other, "note")], name="derived", registry=registry)
+    def derived(n: int) -> Note:
+        return Note(n=n)
+
+    assert [s.name for s in named.queued_senders] == ["named.primary", "named.backup"]  # type: ignore[attr-defined]
+    assert [s.name for s in derived.queued_senders] == [  # type: ignore[attr-defined]
+        "derived.127.0.0.1_7000.note", "derived.127.0.0.1_7000.audit", "derived.gateway.sock"]
+    with pytest.raises(ConfigurationError, match="listed twice"):
+        queued_broadcaster([(one, "note"), (TcpClient("127.0.0.1", 7000), "note")], name="twice",
+                           registry=registry)
+    with pytest.raises(ConfigurationError, match="target key"):
+        queued_broadcaster({"a/b": (one, "note")}, name="badkey", registry=registry)
+
+
+async def test_a_queued_broadcast_before_the_application_started_raises_sender_not_open() -> None:
+    from ecosys import SenderNotOpen
+
+    @queued_broadcaster([(TcpClient("127.0.0.1", 7000), "note"), (TcpClient("127.0.0.1", 7001), "note")],
+                        name="early", registry=Registry())
+    def early(n: int) -> Note:
+        return Note(n=n)
+
+    with pytest.raises(SenderNotOpen, match="not open"):
+        await early(1)

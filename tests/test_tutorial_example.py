@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -94,9 +95,15 @@ def test_greeter_front_and_client(tmp_path: Path) -> None:
             assert sender_state()["delivered"] == 2 and sender_state()["errors"] == 0
             assert request_tcp(front_port, "front.guestbook")["data"] == ["Ada", "Lin"]
             assert request_tcp(front_port, "eco.error_states.get")["data"] == {}
+            # A name with a line break stays one signature, and the book stays readable.
+            assert request_tcp(front_port, "front.sign", {"name": "Bob\nSmith"})["status"] == 0
+            assert wait_until(lambda: request_tcp(front_port, "front.guestbook")["data"]
+                              == ["Ada", "Lin", "Bob\nSmith"], 15)
             assert again.terminate() == 0, again.describe()
         assert front.terminate() == 0, front.describe()
 
     assert f"[{lin_uid}] Lin signed the guestbook" in greeter_log.read_text()
     book = (tmp_path / "queues" / "guestbook.txt").read_text().splitlines()
-    assert book == [f"{sign_uid} Ada", f"{lin_uid} Lin"]
+    assert [json.loads(line) for line in book][:2] == [{"uid": sign_uid, "name": "Ada"},
+                                                       {"uid": lin_uid, "name": "Lin"}]
+    assert len(book) == 3

@@ -8,6 +8,7 @@ This is the back service of the tutorial (docs/tutorial.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -53,12 +54,13 @@ def guestbook_path() -> Path:
 
 
 def write_signature(path: Path, uid: str, name: str) -> None:
-    """Append '<uid> <name>' unless that uid is already there (a request may be handled twice)."""
+    """Append the signature unless its uid is already there (a request may be handled twice)."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    if any(line.startswith(uid + " ") for line in lines):
+    if any(json.loads(line)["uid"] == uid for line in lines):
         return
+    # One JSON object per line: a name with a line break in it stays on its line.
     with path.open("a", encoding="utf-8") as book:
-        book.write(f"{uid} {name}\n")
+        book.write(json.dumps({"uid": uid, "name": name}) + "\n")
 
 
 @queued_endpoint("greeter.sign", max_retries=3)
@@ -77,7 +79,7 @@ async def guestbook() -> list[str]:
     if not path.exists():
         return []
     text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-    return [line.split(" ", 1)[1] for line in text.splitlines()]
+    return [json.loads(line)["name"] for line in text.splitlines()]
 
 
 if __name__ == "__main__":

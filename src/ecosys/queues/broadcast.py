@@ -3,17 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..errors import BroadcastIncomplete, ConfigurationError
 from ..routing import Registry, default_registry
 from ..sending import Target, wrap_builder
-from .sender import QueuedSender
+from ..transport.client import Client
+from ..transport.tcp import TcpClient
+from ..transport.udp import UdpClient
+from ..transport.uds import UdsClient
+from .sender import QueuedSender, SenderNotOpen
+
+
+_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def target_key(client: Client, route_key: str) -> str:
+    """The default key of a target: its address, as a name fit for files (``10.0.0.5_7000``)."""
+    if isinstance(client, (TcpClient, UdpClient)):
+        address = f"{client.host}_{client.port}"
+    elif isinstance(client, UdsClient):
+        address = os.path.basename(client.path) or client.path
+    else:
+        address = client.url
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+
+
+def _keyed_targets(name: str, targets: list[Target] | Mapping[str, Target]) -> dict[str, Target]:
+    """Each target under the key its queue is named after: given, or derived from its address."""
+    if isinstance(targets, Mapping):
+        for key in targets:
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise ConfigurationError(f"queued broadcaster {name!r}: target key {key!r} may hold "
+                                         "only letters, digits, '_', '.' and '-'")
+        return dict(targets)
+    keys = [target_key(client, route_key) for client, route_key in targets]
+    keyed: dict[str, Target] = {}
+    for key, (client, route_key) in zip(keys, targets, strict=True):
+        if keys.count(key) > 1:
+            # One address, several route keys: the route key tells them apart.
+            key = f"{key}.{re.sub(r'[^A-Za-z0-9_.-]', '_', route_key)}"
+        if key in keyed:
+            raise ConfigurationError(f"queued broadcaster {name!r}: {route_key!r} @ {client.url} "
+                                     "is listed twice")
+        keyed[key] = (client, route_key)
+    return keyed
 
 
 def queued_broadcaster(
-    targets: list[Target],
+    targets: list[Target] | Mapping[str, Target],
     *,
     name: str,
     registry: Registry | None = None,
@@ -21,18 +62,21 @@ def queued_broadcaster(
 ) -> Callable[[Callable[..., Any]], Callable[..., Awaitable[list[str]]]]:
     """Decorate a function building a message; calling it queues the message for every target.
 
-    Each target gets its own queued sender, named ``<name>.<n>`` (n counts from
-    0 in target order), so each has its own durable queue, retries, error queue
-    and, with ``sequenced=True``, its own strict order: a target that is down
-    holds back only its own deliveries. Options are those of QueuedSender.
+    Each target gets its own queued sender, named ``<name>.<key>``, so each has
+    its own durable queue, retries, error queue and, with ``sequenced=True``,
+    its own strict order: a target that is down holds back only its own
+    deliveries. The key is the target's address (``10.0.0.5_7000``, a socket
+    file's name), or the key given when *targets* is a mapping: never its
+    position, so a list reordered between runs delivers what is pending to
+    the target it was meant for. Options are those of QueuedSender.
     Returns the uid stored for each target, in target order.
     """
     if not targets:
         raise ConfigurationError(f"queued broadcaster {name!r} needs at least one target")
     chosen = registry if registry is not None else default_registry
     senders = [
-        chosen.add_sender(QueuedSender(client, route_key, name=f"{name}.{index}", **options))
-        for index, (client, route_key) in enumerate(targets)
+        chosen.add_sender(QueuedSender(client, route_key, name=f"{name}.{key}", **options))
+        for key, (client, route_key) in _keyed_targets(name, targets).items()
     ]
 
     async def enqueue_everywhere(message: Any) -> list[str]:
@@ -42,6 +86,10 @@ def queued_broadcaster(
         results = await asyncio.gather(*(sender.enqueue(message) for sender in senders),
                                        return_exceptions=True)
         failed = {s.name: r for s, r in zip(senders, results, strict=True) if isinstance(r, BaseException)}
+        if failed and len(failed) == len(senders) and all(
+                isinstance(exc, SenderNotOpen) for exc in failed.values()):
+            # Called before the application started: nothing was stored anywhere.
+            raise SenderNotOpen(f"queued broadcaster {name!r} is not open; start the Application first")
         if failed:
             stored = {s.name: r for s, r in zip(senders, results, strict=True) if isinstance(r, str)}
             names = ", ".join(f"{key} ({type(exc).__name__}: {exc})" for key, exc in failed.items())
