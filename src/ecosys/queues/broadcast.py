@@ -17,7 +17,6 @@ from ..transport.udp import UdpClient
 from ..transport.uds import UdsClient
 from .sender import QueuedSender, SenderNotOpen
 
-
 _KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
