@@ -195,6 +195,9 @@ def test_targets_can_be_named_and_a_target_listed_twice_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="listed twice"):
         queued_broadcaster([(one, "note"), (TcpClient("127.0.0.1", 7000), "note")], name="twice",
                            registry=registry)
+    with pytest.raises(ConfigurationError, match="would share the queue sockets.gateway.sock"):
+        queued_broadcaster([(other, "note"), (UdsClient("/run/gw2/gateway.sock"), "note")], name="sockets",
+                           registry=registry)
     with pytest.raises(ConfigurationError, match="target key"):
         queued_broadcaster({"a/b": (one, "note")}, name="badkey", registry=registry)
 

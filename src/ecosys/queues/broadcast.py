@@ -46,8 +46,14 @@ def _keyed_targets(name: str, targets: list[Target] | Mapping[str, Target]) -> d
             # One address, several route keys: the route key tells them apart.
             key = f"{key}.{re.sub(r'[^A-Za-z0-9_.-]', '_', route_key)}"
         if key in keyed:
-            raise ConfigurationError(f"queued broadcaster {name!r}: {route_key!r} @ {client.url} "
-                                     "is listed twice")
+            other, other_route = keyed[key]
+            if (other.url, other_route) == (client.url, route_key):
+                raise ConfigurationError(f"queued broadcaster {name!r}: {route_key!r} @ {client.url} "
+                                         "is listed twice")
+            raise ConfigurationError(
+                f"queued broadcaster {name!r}: {route_key!r} @ {other.url} and {route_key!r} @ "
+                f"{client.url} would share the queue {name}.{key}; give the targets keys of your "
+                "own: queued_broadcaster({'a': (client, route_key), ...}, ...)")
         keyed[key] = (client, route_key)
     return keyed
 
