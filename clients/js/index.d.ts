@@ -92,6 +92,8 @@ export declare class ConnectionLost extends TransportError {}
 export declare class RequestTimeout extends TransportError {
   readonly code: 'ETIMEDOUT';
 }
+/** close() was called while the request waited for its connection, its turn or its answer. Not resent. */
+export declare class ClientClosed extends TransportError {}
 /** The server sent something that is not a valid response, or a line longer than maxMessageSize. */
 export declare class BadResponse extends TransportError {}
 
@@ -194,7 +196,7 @@ export declare abstract class Client extends EventEmitter {
   send<T = any>(routeKey: string, data?: unknown, options?: CallOptions): Promise<Response<T>>;
   /** Send a request; resolve with its data, or reject with the ResponseError subclass for its status (or a TransportError). */
   request<T = any>(routeKey: string, data?: unknown, options?: CallOptions): Promise<T>;
-  /** Close sockets (requests still waiting fail with ConnectionLost). The client can be used again. */
+  /** Close sockets; requests made before it that are still waiting fail with ClientClosed. The client can be used again. */
   close(): Promise<void>;
 }
 

@@ -24,6 +24,7 @@ export {
 export {
   ApplicationBusy,
   BadResponse,
+  ClientClosed,
   ClientDenied,
   ConnectFailed,
   ConnectionLost,

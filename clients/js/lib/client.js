@@ -2,11 +2,11 @@
 // check, bounded retries and turning error statuses into errors. The same
 // rules as Client in src/ecosys/transport/client.py.
 
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { ConnectFailed, RequestTimeout, TransportError, responseError } from './errors.js';
+import { ClientClosed, ConnectFailed, RequestTimeout, TransportError, responseError } from './errors.js';
 import { encodeRequest, isValidUid, newUid } from './protocol.js';
 
 // setTimeout() fires at once (with a warning) for delays above this.
@@ -52,6 +52,12 @@ export function checkHost(value) {
 /** host:port for a URL, with IPv6 addresses in brackets. */
 export function hostPort(host, port) {
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+}
+
+function newCloseController() {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal); // one listener per request connecting or waiting to retry
+  return controller;
 }
 
 function describe(value) {
@@ -109,6 +115,7 @@ export class Client extends EventEmitter {
     this.retryDelay = checkDuration('retryDelay', options.retryDelay, { allowZero: true });
     this.retryOnTimeout = Boolean(options.retryOnTimeout);
     this.maxMessageSize = checkCount('maxMessageSize', options.maxMessageSize, 1);
+    this._closing = newCloseController();
   }
 
   /** The server's address as a URL (tcp://, udp:// or uds://). */
@@ -139,14 +146,21 @@ export class Client extends EventEmitter {
         `request of ${payload.length - 1} bytes exceeds the maximum message size of ${this.maxMessageSize}`,
       );
     }
+    // Aborted by close(): this request then ends there, and is never retried
+    // into a client the caller has closed. Requests made later get a new signal.
+    const closing = this._closing.signal;
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return await this._exchange(uid, payload, limit);
+        return await this._exchange(uid, payload, limit, closing);
       } catch (err) {
         const retriable = err instanceof ConnectFailed || (err instanceof RequestTimeout && this.retryOnTimeout);
         if (!retriable || attempt >= this.retries) throw err;
+        try {
+          await sleep(this.retryDelay * 2 ** attempt, undefined, { signal: closing });
+        } catch {
+          throw new ClientClosed('the client was closed while the request waited to be retried', { cause: err });
+        }
       }
-      await sleep(this.retryDelay * 2 ** attempt);
     }
   }
 
@@ -163,9 +177,18 @@ export class Client extends EventEmitter {
   }
 
   /** Close sockets; the client reconnects if used again. */
-  async close() {}
+  async close() {
+    this._endRequests();
+  }
 
-  async _exchange(_uid, _payload, _timeout) {
+  /** Fail the requests made so far with ClientClosed wherever they wait (subclasses' close() calls this first). */
+  _endRequests() {
+    const ending = this._closing;
+    this._closing = newCloseController();
+    ending.abort();
+  }
+
+  async _exchange(_uid, _payload, _timeout, _closing) {
     throw new Error('not implemented');
   }
 

@@ -5,6 +5,7 @@
 // │   ├── ConnectFailed           could not connect / send (retried)
 // │   ├── ConnectionLost          connection dropped while waiting
 // │   ├── RequestTimeout          no response in time
+// │   ├── ClientClosed            client closed while the request waited (not retried)
 // │   └── BadResponse             invalid response from the server
 // └── ResponseError               the server answered with a non-zero status
 //     ├── ProtocolErrorResponse   100
@@ -41,6 +42,12 @@ export class RequestTimeout extends TransportError {
     this.code = 'ETIMEDOUT';
   }
 }
+
+/**
+ * close() was called while the request waited: for its connection, its turn
+ * or its answer. Not retried: a request already sent may have been processed.
+ */
+export class ClientClosed extends TransportError {}
 
 /** The server sent bytes that are not a valid response, or a line longer than maxMessageSize. */
 export class BadResponse extends TransportError {}

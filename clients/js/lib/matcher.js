@@ -2,7 +2,7 @@
 // per-uid ordering and timeouts: the same rules as ResponseMatcher in
 // src/ecosys/transport/client.py.
 
-import { RequestTimeout } from './errors.js';
+import { ClientClosed, RequestTimeout } from './errors.js';
 
 function signal() {
   let fire;
@@ -31,12 +31,17 @@ export class ResponseMatcher {
    * A request whose uid is already in flight (or was abandoned a moment ago)
    * waits for that one to finish before it is written; its own timeout starts
    * when it is written. write() may throw (ConnectFailed): nothing was sent.
+   * If `closing` (an AbortSignal) is aborted meanwhile, it fails with
+   * ClientClosed unsent.
    */
-  async wait(uid, write, payload, timeout) {
+  async wait(uid, write, payload, timeout, closing = null) {
     for (;;) {
       const earlier = this.pending.get(uid) ?? this.abandoned.get(uid);
       if (earlier === undefined) break;
       await earlier.finished.promise;
+      // Sent now, it would reach a server the caller is done with (or a
+      // ConnectFailed would be retried, reopening the client).
+      if (closing?.aborted) throw new ClientClosed('the client was closed while waiting for a response');
     }
     // From here to write() nothing yields, so no other caller can slip in.
     const entry = { uid, finished: signal(), timer: null, resolve: null, reject: null };

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
 import { checkDuration, checkHost, checkPort, Client, hostPort, resolveOptions } from './client.js';
-import { BadResponse, ConnectFailed, ConnectionLost } from './errors.js';
+import { BadResponse, ClientClosed, ConnectFailed, ConnectionLost } from './errors.js';
 import { ResponseMatcher } from './matcher.js';
 import { ACK, DEFAULT_MAX_MESSAGE_SIZE, HEARTBEAT_REQUEST, LineSplitter, ProtocolViolation, decodeResponse } from './protocol.js';
 
@@ -57,11 +57,11 @@ export class Connection {
   }
 
   /** Write one request and wait for its response. Throws ConnectFailed if the connection is already gone. */
-  request(uid, payload, timeout) {
+  request(uid, payload, timeout, closing = null) {
     if (!this.alive) {
       return Promise.reject(new ConnectFailed('connection closed before the request was sent'));
     }
-    return this.matcher.wait(uid, (bytes) => this._write(bytes), payload, timeout);
+    return this.matcher.wait(uid, (bytes) => this._write(bytes), payload, timeout, closing);
   }
 
   _write(bytes) {
@@ -103,9 +103,9 @@ export class Connection {
     this.socket.destroy();
   }
 
-  /** Close the connection; callers still waiting fail with ConnectionLost. */
+  /** Close the connection; callers still waiting fail with ClientClosed (not retried: they may have run). */
   close() {
-    this.abort(new ConnectionLost('the client closed the connection while a response was awaited'));
+    this.abort(new ClientClosed('the client was closed while waiting for a response'));
     return this._done;
   }
 
@@ -185,6 +185,7 @@ export class StreamClient extends Client {
     this._connection = null;
     this._connecting = null;
     this._transient = new Set();
+    this._connects = new Set(); // connections being opened, for close() to wait for
   }
 
   /** True while the shared connection is open. */
@@ -196,9 +197,17 @@ export class StreamClient extends Client {
     throw new Error('not implemented');
   }
 
-  /** Open a connection within connectTimeout, or reject with ConnectFailed. */
-  _connect(onClose) {
-    return new Promise((resolve, reject) => {
+  /**
+   * Open a connection within connectTimeout, or reject with ConnectFailed;
+   * with ClientClosed once `closing` is aborted (by close()).
+   */
+  _connect(onClose, closing) {
+    const opening = new Promise((resolve, reject) => {
+      const closed = () => new ClientClosed(`the client was closed while connecting to ${this.url}`);
+      if (closing.aborted) {
+        reject(closed());
+        return;
+      }
       let socket;
       try {
         socket = this._createSocket();
@@ -210,16 +219,17 @@ export class StreamClient extends Client {
         clearTimeout(timer);
         socket.off('error', failed);
         socket.off('connect', connected);
+        closing.removeEventListener('abort', aborted);
       };
-      const failed = (err) => {
+      const giveUp = (error) => {
         finish();
         socket.on('error', () => {}); // nothing more to report from a socket given up on
         // Settle once the socket is fully closed, so a failed call leaves no handle behind.
-        socket.once('close', () => {
-          reject(new ConnectFailed(`cannot connect to ${this.url}: ${err.message}`, { cause: err }));
-        });
+        socket.once('close', () => reject(error));
         socket.destroy();
       };
+      const failed = (err) => giveUp(new ConnectFailed(`cannot connect to ${this.url}: ${err.message}`, { cause: err }));
+      const aborted = () => giveUp(closed());
       const connected = () => {
         finish();
         resolve(new Connection(socket, this.maxMessageSize, onClose));
@@ -229,10 +239,15 @@ export class StreamClient extends Client {
       );
       socket.once('error', failed);
       socket.once('connect', connected);
+      closing.addEventListener('abort', aborted, { once: true });
     });
+    this._connects.add(opening);
+    const forget = () => this._connects.delete(opening);
+    opening.then(forget, forget);
+    return opening;
   }
 
-  _sharedConnection() {
+  _sharedConnection(closing) {
     const current = this._connection;
     if (current !== null && current.alive) return Promise.resolve(current);
     if (this._connecting === null) {
@@ -240,8 +255,8 @@ export class StreamClient extends Client {
       const connecting = this._connect((error) => {
         if (this._connection === connection) this._connection = null;
         this.emit('disconnect', error);
-      });
-      this._connecting = connecting.then((opened) => {
+      }, closing);
+      const shared = connecting.then((opened) => {
         connection = opened;
         this._connection = opened;
         if (this.heartbeatInterval !== null) {
@@ -250,22 +265,28 @@ export class StreamClient extends Client {
         this.emit('connect');
         return opened;
       }).finally(() => {
-        this._connecting = null;
+        // close() may have let go of this attempt, and a new one begun since.
+        if (this._connecting === shared) this._connecting = null;
       });
+      this._connecting = shared;
     }
     return this._connecting;
   }
 
-  async _exchange(uid, payload, timeout) {
+  async _exchange(uid, payload, timeout, closing) {
     if (this.persistent) {
       let connection = this._connection;
-      if (connection === null || !connection.alive) connection = await this._sharedConnection();
-      return connection.request(uid, payload, timeout);
+      if (connection === null || !connection.alive) {
+        connection = await this._sharedConnection(closing);
+        // close() came after the connection opened but before this request resumed.
+        if (closing.aborted) throw new ClientClosed(`the client was closed while connecting to ${this.url}`);
+      }
+      return connection.request(uid, payload, timeout, closing);
     }
-    const connection = await this._connect(null);
+    const connection = await this._connect(null, closing);
     this._transient.add(connection);
     try {
-      return await connection.request(uid, payload, timeout);
+      return await connection.request(uid, payload, timeout, closing);
     } finally {
       this._transient.delete(connection);
       await connection.close();
@@ -274,14 +295,15 @@ export class StreamClient extends Client {
 
   /**
    * Close the shared connection (and any per-request ones) and stop the
-   * heartbeat. Requests still waiting fail with ConnectionLost. The client
-   * can be used again: it reconnects.
+   * heartbeat. Requests made before, still connecting or waiting, fail with
+   * ClientClosed and are not written. The client can be used again: it reconnects.
    */
   async close() {
-    if (this._connecting !== null) {
-      await this._connecting.catch(() => {});
-    }
-    const closing = [...this._transient].map((connection) => connection.close());
+    // Aborts the connects in progress; waiting for them only lets their sockets finish closing.
+    this._endRequests();
+    this._connecting = null;
+    const closing = [...this._connects].map((opening) => opening.catch(() => {}));
+    closing.push(...[...this._transient].map((connection) => connection.close()));
     const connection = this._connection;
     this._connection = null;
     if (connection !== null) closing.push(connection.close());

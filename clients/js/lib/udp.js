@@ -5,7 +5,7 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 
 import { checkHost, checkPort, Client, hostPort, resolveOptions } from './client.js';
-import { ConnectFailed, ConnectionLost } from './errors.js';
+import { ClientClosed, ConnectFailed, ConnectionLost } from './errors.js';
 import { ResponseMatcher } from './matcher.js';
 import { ACK, MAX_DATAGRAM, ProtocolViolation, decodeResponse } from './protocol.js';
 
@@ -23,15 +23,14 @@ export const UDP_DEFAULTS = Object.freeze({
 
 /** The UDP socket of a UdpClient, connected to the server's address. */
 class Endpoint {
-  constructor(socket) {
+  constructor(socket, retryOnTimeout) {
     this.socket = socket;
     this.matcher = new ResponseMatcher();
     this.closed = false;
+    this._retryOnTimeout = retryOnTimeout;
     this._done = new Promise((resolve) => socket.once('close', resolve));
     socket.on('message', (message) => this._received(message));
-    // On a connected UDP socket the kernel reports ICMP "port unreachable"
-    // as ECONNREFUSED: nobody listens, so the requests surely did not run.
-    socket.on('error', (err) => this.matcher.failAll(new ConnectFailed(`UDP peer unreachable: ${err.message}`, { cause: err })));
+    socket.on('error', (err) => this._unreachable(err));
     socket.on('close', () => {
       this.closed = true;
       this.matcher.failAll(new ConnectionLost('UDP socket closed while a response was awaited'));
@@ -40,6 +39,18 @@ class Endpoint {
 
   get done() {
     return this._done;
+  }
+
+  // On a connected UDP socket the kernel reports ICMP "port unreachable" as
+  // ECONNREFUSED. It refuses one datagram and does not say which: alone in
+  // flight, that is this request's, which surely did not run (retried). With
+  // others in flight, any of them may have reached the server before it went
+  // away: as uncertain as a timeout, so retried only if timeouts are.
+  _unreachable(err) {
+    const reason = `UDP peer unreachable: ${err.message}`;
+    this.matcher.failAll(this.matcher.size <= 1 || this._retryOnTimeout
+      ? new ConnectFailed(reason, { cause: err })
+      : new ConnectionLost(`${reason}; the request may have been processed`, { cause: err }));
   }
 
   _received(message) {
@@ -56,19 +67,22 @@ class Endpoint {
     this.matcher.deliver(response);
   }
 
-  request(uid, payload, timeout) {
+  request(uid, payload, timeout, closing = null) {
     return this.matcher.wait(uid, (bytes) => {
       if (this.closed) throw new ConnectFailed('UDP socket closed before the request was sent');
       this.socket.send(bytes, (err) => {
-        if (err) this.matcher.fail(uid, new ConnectFailed(`cannot send to the UDP peer: ${err.message}`, { cause: err }));
+        if (!err) return;
+        // A refusal pending from an earlier datagram can surface on this send.
+        if (err.code === 'ECONNREFUSED') this._unreachable(err);
+        else this.matcher.fail(uid, new ConnectFailed(`cannot send to the UDP peer: ${err.message}`, { cause: err }));
       });
-    }, payload, timeout);
+    }, payload, timeout, closing);
   }
 
   close() {
     if (!this.closed) {
       this.closed = true;
-      this.matcher.failAll(new ConnectionLost('the client closed its UDP socket while a response was awaited'));
+      this.matcher.failAll(new ClientClosed('the client was closed while waiting for a response'));
       this.socket.close();
     }
     return this._done;
@@ -122,7 +136,7 @@ export class UdpClient extends Client {
         settled = true;
         clearTimeout(timer);
         socket.off('error', failed);
-        this._endpoint = new Endpoint(socket);
+        this._endpoint = new Endpoint(socket, this.retryOnTimeout);
         resolve(this._endpoint);
       });
     }).finally(() => {
@@ -131,14 +145,21 @@ export class UdpClient extends Client {
     return this._opening;
   }
 
-  async _exchange(uid, payload, timeout) {
+  async _exchange(uid, payload, timeout, closing) {
     let endpoint = this._endpoint;
-    if (endpoint === null || endpoint.closed) endpoint = await this._open();
-    return endpoint.request(uid, payload, timeout);
+    if (endpoint === null || endpoint.closed) {
+      endpoint = await this._open();
+      if (closing.aborted) throw new ClientClosed(`the client was closed while connecting to ${this.url}`);
+    }
+    return endpoint.request(uid, payload, timeout, closing);
   }
 
-  /** Close the socket; requests still waiting fail with ConnectionLost. The client reopens one if used again. */
+  /**
+   * Close the socket; requests made before, still waiting, fail with
+   * ClientClosed. The client reopens one if used again.
+   */
   async close() {
+    this._endRequests();
     if (this._opening !== null) await this._opening.catch(() => {});
     const endpoint = this._endpoint;
     this._endpoint = null;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  ApplicationBusy, BadResponse, ClientDenied, ConnectFailed, ConnectionLost, DEFAULT_MAX_MESSAGE_SIZE,
+  ApplicationBusy, BadResponse, ClientClosed, ClientDenied, ConnectFailed, ConnectionLost, DEFAULT_MAX_MESSAGE_SIZE,
   EcosysError, HEARTBEAT_REQUEST, LineSplitter, MAX_DATAGRAM, ProcessingFailed, ProtocolErrorResponse,
   ProtocolViolation, RequestTimeout, Response, ResponseError, Status, TcpClient, TransportError, UdpClient,
   UdsClient, UnknownError, UnknownRoute, ValidationFailed, clientFromUrl, decodeResponse, encodeRequest,
@@ -130,7 +130,7 @@ describe('LineSplitter', () => {
 
 describe('errors', () => {
   test('the class tree mirrors ecosys.errors', () => {
-    for (const cls of [ConnectFailed, ConnectionLost, RequestTimeout, BadResponse]) {
+    for (const cls of [ConnectFailed, ConnectionLost, RequestTimeout, ClientClosed, BadResponse]) {
       assert.ok(new cls('x') instanceof TransportError);
       assert.ok(new cls('x') instanceof EcosysError);
       assert.ok(new cls('x') instanceof Error);

@@ -5,7 +5,7 @@ import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  ConnectFailed, ConnectionLost, ProcessingFailed, RequestTimeout, TransportError, UdpClient, UnknownRoute,
+  ClientClosed, ConnectFailed, ProcessingFailed, RequestTimeout, TransportError, UdpClient, UnknownRoute,
   ValidationFailed, clientFromUrl, newUid,
 } from '../index.js';
 import { outcome, startServer } from '../test-support/harness.js';
@@ -129,7 +129,7 @@ describe('udp client', { timeout: 60000 }, () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     await client.close();
     const result = await waiting;
-    assert.ok(result.error instanceof ConnectionLost, String(result.error));
+    assert.ok(result.error instanceof ClientClosed, String(result.error));
     assert.deepEqual(await client.request('echo', { message: 'reopened' }), { message: 'reopened' });
     await client.close();
   });
