@@ -100,13 +100,13 @@ async def test_sequenced_broadcast_orders_each_target_independently(tmp_path: Pa
                 assert len(uids) == 2
             # Target 0 is up and gets everything in order; target 1 is down and waits.
             await eventually(lambda: a.got == list(range(10)))
-            second = f"fanout.127.0.0.1_{ports[1]}"
+            second = f"fanout.127.0.0.1_{ports[1]}.note"
             state = await client.request("eco.queued_sender.data", {"queue_route_key": second})
             assert state["pending"] == 10
             async with Listener(ports[1], "b") as b:
                 await eventually(lambda: b.got == list(range(10)), timeout=10)
         names = [s["queue_route_key"] for s in await client.request("eco.queued_sender.data", {})]
-        assert names == [f"fanout.127.0.0.1_{ports[0]}", second], "each queue is named after its target"
+        assert names == [f"fanout.127.0.0.1_{ports[0]}.note", second], "each queue is named after its target"
     await asyncio.sleep(0)
 
 
@@ -135,7 +135,7 @@ async def test_a_failing_target_does_not_keep_the_message_from_the_others(
         monkeypatch.setattr(pending, "_apply_sync", disk_error)
         with pytest.raises(BroadcastIncomplete) as info:
             await announce(1)
-        names = [f"fanout.127.0.0.1_{port}" for port in ports]
+        names = [f"fanout.127.0.0.1_{port}.note" for port in ports]
         assert set(info.value.stored) == {names[0], names[2]}, "the target after the failing one was skipped"
         assert set(info.value.failed) == {names[1]}
         monkeypatch.setattr(pending, "_apply_sync", real_apply)
@@ -147,11 +147,12 @@ async def test_a_failing_target_does_not_keep_the_message_from_the_others(
 async def test_pending_messages_follow_their_target_when_the_list_changes_between_runs(tmp_path: Path) -> None:
     ports = [free_port(), free_port(), free_port()]
 
-    def announce_to(order: list[int]) -> tuple[Registry, object]:
+    def announce_to(order: list[int], extra: list[tuple[int, str]] = []) -> tuple[Registry, object]:  # noqa: B006
         registry = Registry()
-        clients = [TcpClient("127.0.0.1", ports[i], retries=0, timeout=2) for i in order]
+        targets = [(TcpClient("127.0.0.1", ports[i], retries=0, timeout=2), route)
+                   for i, route in [(i, "note") for i in order] + extra]
 
-        @queued_broadcaster([(c, "note") for c in clients], name="fanout", registry=registry,
+        @queued_broadcaster(targets, name="fanout", registry=registry,
                             sequenced=True, backoff=backoff.constant(0.05))
         def announce(n: int) -> Note:
             return Note(n=n)
@@ -164,9 +165,10 @@ async def test_pending_messages_follow_their_target_when_the_list_changes_betwee
             for n in range(3):
                 await announce(n)  # type: ignore[operator]
             await eventually(lambda: a.got == [0, 1, 2] and c.got == [0, 1, 2])
-        # Restarted with the targets in another order and the third one gone: what
-        # waits for the second target (down so far) must reach it, and only it.
-        registry, announce = announce_to([1, 0])
+        # Restarted with the targets in another order, the third one gone and another
+        # route key on the second's address: what waits for the second target (down
+        # so far) must reach it, and only it.
+        registry, announce = announce_to([1, 0], [(1, "audit")])
         async with Listener(ports[1], "b") as b, running_app(registry, tmp_path):
             await eventually(lambda: b.got == [0, 1, 2], timeout=10)
             await asyncio.sleep(0.3)
@@ -191,11 +193,11 @@ def test_targets_can_be_named_and_a_target_listed_twice_is_refused() -> None:
 
     assert [s.name for s in named.queued_senders] == ["named.primary", "named.backup"]  # type: ignore[attr-defined]
     assert [s.name for s in derived.queued_senders] == [  # type: ignore[attr-defined]
-        "derived.127.0.0.1_7000.note", "derived.127.0.0.1_7000.audit", "derived.gateway.sock"]
+        "derived.127.0.0.1_7000.note", "derived.127.0.0.1_7000.audit", "derived.gateway.sock.note"]
     with pytest.raises(ConfigurationError, match="listed twice"):
         queued_broadcaster([(one, "note"), (TcpClient("127.0.0.1", 7000), "note")], name="twice",
                            registry=registry)
-    with pytest.raises(ConfigurationError, match="would share the queue sockets.gateway.sock"):
+    with pytest.raises(ConfigurationError, match="would share the queue sockets.gateway.sock.note"):
         queued_broadcaster([(other, "note"), (UdsClient("/run/gw2/gateway.sock"), "note")], name="sockets",
                            registry=registry)
     with pytest.raises(ConfigurationError, match="target key"):

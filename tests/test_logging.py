@@ -327,3 +327,41 @@ def test_a_blocked_stderr_neither_stops_file_logging_nor_hangs_shutdown(tmp_path
         assert sum(1 for line in text.splitlines() if " chatter " in line) == 12_000, "file logging stalled"
         assert "stderr was not being read" in text.splitlines()[-1]
         assert not (run_dir / "chatty-0.lock").exists()
+
+
+def test_console_writer_waits_out_a_full_non_blocking_stderr() -> None:
+    from ecosys.logs import ConsoleWriter
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # as some parents leave stderr
+    writer = ConsoleWriter(logging.Formatter("%(message)s"), fd=write_end)
+    try:
+        for i in range(600):  # about 120 KiB: more than the pipe holds
+            writer.put(logging.makeLogRecord({"msg": f"{i:05d} " + "w" * 200}))
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"\n") < 600 and time.monotonic() < deadline:
+            received += os.read(read_end, 65536)
+        assert received.count(b"\n") == 600, "lines were lost on a full non-blocking pipe"
+        writer.put(logging.makeLogRecord({"msg": "after the burst"}))
+        assert writer.close(timeout=5)
+        assert os.read(read_end, 65536) == b"after the burst\n"
+        assert writer.dropped == 0 and not writer.broken
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_closing_one_of_two_log_setups_keeps_the_others_level(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = root.level
+    first = LogSetup(tmp_path / "first.log", level="INFO")
+    second = LogSetup(tmp_path / "second.log", level="DEBUG")
+    try:
+        first.close()
+        assert root.level == logging.DEBUG, "the setup still installed keeps its level"
+        log.debug("second still logs at DEBUG")
+    finally:
+        second.close()
+    assert root.level == before, "the last one out restores the level from before the first"
+    assert "second still logs at DEBUG" in (tmp_path / "second.log").read_text()

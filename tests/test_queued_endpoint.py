@@ -500,3 +500,29 @@ async def test_a_stray_cancellation_count_does_not_kill_the_worker(tmp_path: Pat
         await eventually(lambda: _pending_is(client, 0))
         errors = await client.request("eco.queued_handler.errors.get_first_10", {"queue_route_key": "jobs"})
     assert sorted(e["request"]["n"] for e in errors) == [2, 3]
+
+
+async def test_start_up_warns_of_queue_files_no_queue_opens_any_more(tmp_path: Path) -> None:
+    first = Registry()
+
+    @queued_endpoint("jobs", retry_delay=60, registry=first)
+    async def not_yet(request: Job) -> bool:
+        return False  # stays pending: the next attempt is a minute away
+
+    async with running_app(first, tmp_path) as (_, client):
+        await client.request("jobs", {"n": 1})
+        await eventually(lambda: _pending_is(client, 1))
+
+    renamed = Registry()
+
+    @queued_endpoint("jobs_v2", registry=renamed)
+    async def handled(request: Job) -> bool:
+        return True
+
+    async with running_app(renamed, tmp_path):
+        pass
+    log_text = (tmp_path / "qapp-1.log").read_text()
+    stranded = tmp_path / "queues" / "qapp-1-jobs-endpoint-pending.sqlite"
+    assert f"queue file {stranded} holds 1 request(s) that no queue of this application processes" in log_text
+    assert "jobs-endpoint-error.sqlite holds" not in log_text, "an empty file is no news"
+    assert "jobs_v2" not in log_text.split("no queue of this application")[0]

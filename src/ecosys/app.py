@@ -25,6 +25,7 @@ from .errors import ConfigurationError, EcosysError
 from .lock import InstanceLock
 from .logs import LogSetup
 from .queues.endpoint import QueuedEndpoint
+from .queues.orphans import stranded_queue_files
 from .routing import Registry, Router, default_registry
 from .standard import standard_endpoints
 from .tasks import TaskKeeper, default_task_keeper, use_task_keeper
@@ -225,6 +226,12 @@ class Application:
             await queue.open(cfg.queue_dir, prefix)
             self._open_queue_list.append(queue)
             stats.queue_sources[self._queue_label(queue)] = queue.data
+        opened = {path for queue in queues for path in queue.file_paths(cfg.queue_dir, prefix)}
+        stranded = await asyncio.to_thread(stranded_queue_files, cfg.queue_dir, prefix, opened)
+        for path, count in stranded:
+            log.warning("queue file %s holds %d request(s) that no queue of this application "
+                        "processes (renamed or removed?): open it again under its old name to "
+                        "deliver them, or delete the file", path, count)
 
     @staticmethod
     def _queue_label(queue: Any) -> str:

@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import select
 import shutil
 import sys
 import threading
@@ -74,6 +75,7 @@ class ConsoleWriter:
                  fd: int | None = None) -> None:
         self.formatter = formatter
         self.dropped = 0
+        self.broken = False  # stderr refused a write for good; later lines are not shown
         self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(max_queued)
         # os.write on the descriptor, not sys.stderr.write: a thread blocked inside
         # the stream would hold its buffer lock, and the interpreter's final flush
@@ -88,7 +90,10 @@ class ConsoleWriter:
         self._thread.start()
 
     def put(self, record: logging.LogRecord) -> None:
-        """Queue *record* for stderr; drop it if the queue is full."""
+        """Queue *record* for stderr; drop it if the queue is full or stderr is gone."""
+        if self.broken:
+            self.dropped += 1
+            return
         try:
             self._queue.put_nowait(record)
         except queue.Full:
@@ -99,19 +104,30 @@ class ConsoleWriter:
             try:
                 line = self.formatter.format(record) + "\n"
                 if self._fd is not None:
-                    data = line.encode("utf-8", "backslashreplace")
-                    while data:
-                        data = data[os.write(self._fd, data):]
+                    self._write_fd(self._fd, line.encode("utf-8", "backslashreplace"))
                 else:
                     sys.stderr.write(line)
                     sys.stderr.flush()
             except OSError:
-                return  # stderr is closed for good: nothing more can be shown there
+                self.broken = True
+                return  # stderr is closed for good (EPIPE, EBADF): nothing more can be shown there
             except Exception:
                 pass  # one unformattable record must not end console logging
 
+    @staticmethod
+    def _write_fd(fd: int, data: bytes) -> None:
+        while data:
+            try:
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                # A non-blocking pipe (as some parents leave stderr) that is full for
+                # now: wait until it takes more, as a blocking one would.
+                select.select([], [fd], [], 1.0)
+
     def close(self, timeout: float = CONSOLE_CLOSE_TIMEOUT) -> bool:
         """Let queued lines out for at most *timeout* seconds; False if stderr stayed blocked."""
+        if not self._thread.is_alive():
+            return True  # ended already (stderr closed): nothing will be let out
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
@@ -139,6 +155,12 @@ def _gzip_rotator(source: str, dest: str) -> None:
 
 def _gzip_namer(name: str) -> str:
     return name + ".gz"
+
+
+# The LogSetups installed now, oldest first (several applications in one process),
+# and the root logger's level before the first of them.
+_installed: list[LogSetup] = []
+_level_before: list[int] = [logging.WARNING]
 
 
 class LogSetup:
@@ -177,7 +199,10 @@ class LogSetup:
         )
         self._handlers = handlers
         self._root = logging.getLogger()
-        self._previous_level = self._root.level
+        self.level = level
+        if not _installed:
+            _level_before[:] = [self._root.level]
+        _installed.append(self)
         self._root.addHandler(self.queue_handler)
         self._root.setLevel(level)
         self.listener.start()
@@ -185,17 +210,22 @@ class LogSetup:
     def close(self) -> None:
         """Write out what is queued, then detach and close every handler."""
         self._root.removeHandler(self.queue_handler)
-        self._root.setLevel(self._previous_level)
+        if self in _installed:
+            _installed.remove(self)
+        # Another application's logging still installed keeps its level; the last
+        # one out restores what the root logger had before the first came.
+        self._root.setLevel(_installed[-1].level if _installed else _level_before[0])
         self.listener.stop()
         console = self.console
         if console is not None:
             blocked = not console.close()
             if console.dropped or blocked:
                 # To the file only: stderr is where the lines went missing.
+                why = "was closed" if console.broken else "was not being read"
                 self._handlers[0].handle(logging.makeLogRecord({
                     "name": "ecosys.logs", "levelno": logging.WARNING, "levelname": "WARNING",
                     "uid": "-",
-                    "msg": f"stderr was not being read: {console.dropped} console log line(s) dropped"
+                    "msg": f"stderr {why}: {console.dropped} console log line(s) dropped"
                            + (", and the last ones may never show" if blocked else ""),
                 }))
         for handler in self._handlers:

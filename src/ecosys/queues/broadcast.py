@@ -21,14 +21,19 @@ _KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def target_key(client: Client, route_key: str) -> str:
-    """The default key of a target: its address, as a name fit for files (``10.0.0.5_7000``)."""
+    """The default key of a target: its address and route key, fit for file names.
+
+    ``10.0.0.5_7000.config.apply``; for a UDS target the socket file's name.
+    Always both parts, so a target's key never depends on the other targets
+    in the list (adding one must not rename another's queue).
+    """
     if isinstance(client, (TcpClient, UdpClient)):
         address = f"{client.host}_{client.port}"
     elif isinstance(client, UdsClient):
         address = os.path.basename(client.path) or client.path
     else:
         address = client.url
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{address}.{route_key}")
 
 
 def _keyed_targets(name: str, targets: list[Target] | Mapping[str, Target]) -> dict[str, Target]:
@@ -39,19 +44,16 @@ def _keyed_targets(name: str, targets: list[Target] | Mapping[str, Target]) -> d
                 raise ConfigurationError(f"queued broadcaster {name!r}: target key {key!r} may hold "
                                          "only letters, digits, '_', '.' and '-'")
         return dict(targets)
-    keys = [target_key(client, route_key) for client, route_key in targets]
     keyed: dict[str, Target] = {}
-    for key, (client, route_key) in zip(keys, targets, strict=True):
-        if keys.count(key) > 1:
-            # One address, several route keys: the route key tells them apart.
-            key = f"{key}.{re.sub(r'[^A-Za-z0-9_.-]', '_', route_key)}"
+    for client, route_key in targets:
+        key = target_key(client, route_key)
         if key in keyed:
             other, other_route = keyed[key]
             if (other.url, other_route) == (client.url, route_key):
                 raise ConfigurationError(f"queued broadcaster {name!r}: {route_key!r} @ {client.url} "
                                          "is listed twice")
             raise ConfigurationError(
-                f"queued broadcaster {name!r}: {route_key!r} @ {other.url} and {route_key!r} @ "
+                f"queued broadcaster {name!r}: {other_route!r} @ {other.url} and {route_key!r} @ "
                 f"{client.url} would share the queue {name}.{key}; give the targets keys of your "
                 "own: queued_broadcaster({'a': (client, route_key), ...}, ...)")
         keyed[key] = (client, route_key)
@@ -70,11 +72,11 @@ def queued_broadcaster(
     Each target gets its own queued sender, named ``<name>.<key>``, so each has
     its own durable queue, retries, error queue and, with ``sequenced=True``,
     its own strict order: a target that is down holds back only its own
-    deliveries. The key is the target's address (``10.0.0.5_7000``, a socket
-    file's name), or the key given when *targets* is a mapping: never its
-    position, so a list reordered between runs delivers what is pending to
-    the target it was meant for. Options are those of QueuedSender.
-    Returns the uid stored for each target, in target order.
+    deliveries. The key is the target's address and route key
+    (``10.0.0.5_7000.config.apply``; a socket file's name for UDS), or the
+    key given when *targets* is a mapping: never its position, so a list
+    changed between runs delivers what is pending to the target it was meant
+    for. Options are those of QueuedSender. Returns the uid stored for each target, in target order.
     """
     if not targets:
         raise ConfigurationError(f"queued broadcaster {name!r} needs at least one target")

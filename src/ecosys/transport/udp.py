@@ -147,7 +147,9 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
         # others in flight, any of them may have reached the server before it
         # went away: as uncertain as a timeout, so retried only if timeouts are.
         reason = f"UDP peer unreachable: {exc}"
-        if len(self.matcher.pending) <= 1 or self.retry_on_timeout:
+        # Answered requests whose callers have not resumed yet do not count.
+        waiting = sum(1 for future in self.matcher.pending.values() if not future.done())
+        if waiting <= 1 or self.retry_on_timeout:
             self.matcher.fail_all(ConnectFailed(reason))
         else:
             self.matcher.fail_all(ConnectionLost(f"{reason}; the request may have been processed"))
