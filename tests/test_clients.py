@@ -870,3 +870,99 @@ async def test_a_connect_nobody_waits_for_any_more_fails_quietly() -> None:
         for sock in sockets:
             sock.close()  # type: ignore[attr-defined]
     assert not reported, f"asyncio reported: {reported}"
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+async def test_a_call_chain_coming_back_under_one_uid_does_not_hang(kind: str) -> None:
+    # A -> B -> A -> B, all under the uid of the first request: the last call
+    # shares its uid with the first, still waiting on the same client.
+    a_registry, b_registry = Registry(), Registry()
+    server_type = TcpServer if kind == "tcp" else UdpServer
+    a_server = server_type(Router(a_registry), "127.0.0.1", 0)
+    b_server = server_type(Router(b_registry), "127.0.0.1", 0)
+    await a_server.start()
+    await b_server.start()
+    client_type = TcpClient if kind == "tcp" else UdpClient
+    to_a = client_type("127.0.0.1", a_server.port, timeout=3, retries=0)
+    to_b = client_type("127.0.0.1", b_server.port, timeout=3, retries=0)
+
+    @endpoint("start", registry=a_registry)
+    async def start() -> str:
+        return "start>" + await to_b.request("first")
+
+    @endpoint("first", registry=b_registry)
+    async def first() -> str:
+        return "first>" + await to_a.request("back")
+
+    @endpoint("back", registry=a_registry)
+    async def back() -> str:
+        return "back>" + await to_b.request("last")
+
+    @endpoint("last", registry=b_registry)
+    async def last() -> str:
+        return "last"
+
+    try:
+        async with client_type("127.0.0.1", a_server.port, timeout=5) as caller:
+            started = time.monotonic()
+            assert await caller.request("start") == "start>first>back>last"
+            assert time.monotonic() - started < 1.5, "the chain waited for a timeout"
+    finally:
+        await to_a.close()
+        await to_b.close()
+        await a_server.close(1)
+        await b_server.close(1)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+async def test_a_handlers_fan_out_under_its_uid_runs_in_parallel(
+    kind: str, tcp_server: TcpServer, udp_server: UdpServer
+) -> None:
+    port = tcp_server.port if kind == "tcp" else udp_server.port
+    client_type = TcpClient if kind == "tcp" else UdpClient
+    uid = str(uuid.uuid4())  # as inside a handler: every call carries its uid
+    async with client_type("127.0.0.1", port, timeout=5) as client:
+        await client.request("echo", {"message": "connect first"})
+        started = time.monotonic()
+        with uid_scope(uid):
+            answers = await asyncio.gather(*(client.request("sleep", {"seconds": 0.4}) for _ in range(3)))
+        took = time.monotonic() - started
+    assert answers == [{"seconds": 0.4}] * 3
+    assert took < 0.9, f"three 0.4 s calls under one uid took {took:.2f}s: they ran one after another"
+
+
+async def test_a_retry_after_a_timeout_does_not_wait_for_the_late_answer(router: Router) -> None:
+    attempts = 0
+    registry = Registry()
+
+    @endpoint("slow_once", registry=registry)
+    async def slow_once() -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await asyncio.sleep(1.0)
+        return attempts
+
+    server = TcpServer(Router(registry), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with TcpClient("127.0.0.1", server.port, timeout=0.3, retries=1, retry_delay=0.01,
+                             retry_on_timeout=True) as client:
+            started = time.monotonic()
+            assert await client.request("slow_once") == 2, "the second attempt answers"
+            took = time.monotonic() - started
+        assert took < 0.55, f"the retry waited {took:.2f}s for the first attempt's late answer"
+    finally:
+        await server.close(1)
+
+
+async def test_close_fails_requests_on_connections_of_their_own(tcp_server: TcpServer) -> None:
+    uid = str(uuid.uuid4())
+    client = TcpClient("127.0.0.1", tcp_server.port, timeout=5)
+    with uid_scope(uid):
+        calls = [asyncio.ensure_future(client.request("sleep", {"seconds": 1})) for _ in range(2)]
+    await asyncio.sleep(0.2)  # the second is on a connection of its own
+    await client.close()
+    for call in calls:
+        with pytest.raises(ClientClosed):
+            await call

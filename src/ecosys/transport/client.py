@@ -281,6 +281,14 @@ class ResponseMatcher:
             if self.pending.get(uid) is future:
                 del self.pending[uid]
 
+    def busy(self, uid: str) -> bool:
+        """True while a request with *uid* waits here, or a late answer to one is still expected."""
+        earlier = self.pending.get(uid)
+        if earlier is not None and not earlier.done():
+            return True
+        gone = self.abandoned.get(uid)
+        return gone is not None and not gone.done()
+
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
             return
@@ -541,6 +549,7 @@ class StreamClient(Client):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[StreamClientProtocol] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._alone: set[StreamClientProtocol] = set()  # one-request connections in use
 
     def _protocol_factory(self) -> StreamClientProtocol:
         if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
@@ -616,18 +625,37 @@ class StreamClient(Client):
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop():
-                    return connection.request(loop, uid, payload, timeout)
+                    matcher = connection.matcher
+                    if (uid not in matcher.pending and uid not in matcher.abandoned) \
+                            or not matcher.busy(uid):
+                        return connection.request(loop, uid, payload, timeout)
+                    return self._exchange_alone(uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
     async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
         loop = asyncio.get_running_loop()
         if self.persistent:
             connection = await self._shared_connection()
-            return await connection.request(loop, uid, payload, timeout)
+            if not connection.matcher.busy(uid):
+                return await connection.request(loop, uid, payload, timeout)
+        return await self._exchange_alone(uid, payload, timeout)
+
+    async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
+        """One request on a connection of its own, closed after the answer.
+
+        What persistent=False does for every request; a persistent client does
+        it for a request whose uid is busy on the shared connection (another
+        request with it in flight, or a timed-out one whose late answer may
+        still come). Waiting for that one instead would hang a call chain that
+        comes back to a service (A -> B -> A -> B, all under one uid) until
+        the timeout, and run a handler's fan-out one call after another.
+        """
         connection = await self._connect()
+        self._alone.add(connection)
         try:
-            return await connection.request(loop, uid, payload, timeout)
+            return await connection.request(asyncio.get_running_loop(), uid, payload, timeout)
         finally:
+            self._alone.discard(connection)
             connection.close()
 
     async def close(self) -> None:
@@ -645,6 +673,8 @@ class StreamClient(Client):
                 # asyncio.wait never raises the task's CancelledError, so a
                 # cancellation of the caller itself still propagates.
                 await asyncio.wait([task])
+        for alone in list(self._alone):
+            alone.close()  # its request fails with ClientClosed, like those on the shared one
         connection, self._connection = self._connection, None
         if connection is not None and connection.alive:
             connection.close()

@@ -179,6 +179,7 @@ class UdpClient(Client):
         self._protocol: _UdpClientProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self._alone: set[_UdpClientProtocol] = set()  # one-request sockets in use
 
     @property
     def url(self) -> str:
@@ -208,10 +209,32 @@ class UdpClient(Client):
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
+        if protocol.matcher.busy(uid):
+            # Another request with this uid waits on the shared socket (or a late
+            # answer to one may still come): a socket of its own, not a wait that
+            # would hang a call chain coming back here under the same uid.
+            return await self._exchange_alone(uid, payload, timeout)
         return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
+
+    async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
+        except OSError as exc:
+            raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
+        self._alone.add(protocol)
+        try:
+            return await protocol.matcher.wait(loop, uid, protocol.send, payload, timeout)
+        finally:
+            self._alone.discard(protocol)
+            transport.close()
 
     async def close(self) -> None:
         """Close the socket."""
+        for alone in list(self._alone):
+            if alone.transport is not None:
+                alone.transport.close()  # its request fails with ClientClosed
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
