@@ -321,3 +321,29 @@ def test_a_udp_port_in_use_says_why_on_every_loop(tmp_path, loop_kind) -> None: 
             runner.run(start())
     finally:
         busy.close()
+
+
+async def test_a_draining_uds_server_leaves_the_socket_of_the_one_that_replaced_it(  # type: ignore[no-untyped-def]
+    router, short_tmp
+) -> None:
+    from ecosys import UdsClient
+
+    path = str(short_tmp / "shared.sock")
+    old = UdsServer(router, path)
+    await old.start()
+    async with UdsClient(path, timeout=5) as client:
+        slow = asyncio.ensure_future(client.request("sleep", {"seconds": 0.5}))
+        await asyncio.sleep(0.1)
+        draining = asyncio.ensure_future(old.close(grace=5))  # stops listening, drains the slow one
+        await asyncio.sleep(0.1)
+        new = UdsServer(router, path)  # a new instance takes the path over meanwhile
+        await new.start()
+        assert await slow == {"seconds": 0.5}
+        await draining
+    try:
+        assert os.path.exists(path), "the old server removed the new one's socket file"
+        async with UdsClient(path, timeout=5) as client:
+            assert await client.request("echo", {"message": "still here"}) == {"message": "still here"}
+    finally:
+        await new.close(1)
+    assert not os.path.exists(path)

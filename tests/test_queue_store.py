@@ -360,3 +360,64 @@ async def test_a_failed_pop_is_not_retried_behind_the_operators_back(
     popped = await pair.pop_error(entry.uid)  # the operator tries again
     assert popped.seq == entry.seq and await pair.error_seqs() == set()
     await pair.close()
+
+
+async def test_closing_retries_a_failed_last_commit_once_and_reports_what_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "q.sqlite"
+    queue = DurableQueue(path, max_uncommitted=10, commit_interval=60)
+    await queue.open()
+    real_apply = queue._apply_sync
+    failures = [1]
+
+    def fails_once(batch):  # type: ignore[no-untyped-def]
+        if failures:
+            failures.pop()
+            raise OSError(28, "No space left on device")
+        real_apply(batch)
+
+    monkeypatch.setattr(queue, "_apply_sync", fails_once)
+    assert queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")]) is None
+    await queue.close()  # the first commit fails, the second try writes the acknowledged entry
+    assert rows(path) == [(1, "u1")]
+
+    again = DurableQueue(path, max_uncommitted=10, commit_interval=60)
+    await again.open()
+
+    def disk_full(batch):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(again, "_apply_sync", disk_full)
+    for seq in (2, 3):
+        assert again.insert_nowait([Entry(seq=seq, uid=f"u{seq}", request=b"{}")]) is None
+    with caplog.at_level("ERROR", logger="ecosys.queues"), pytest.raises(OSError):
+        await again.close()
+    assert "q.sqlite: 2 acknowledged request(s) could not be written and are lost" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 400, b""], ids=["garbage", "directory"])
+async def test_a_file_that_is_no_queue_is_refused_naming_it(tmp_path: Path, content: bytes) -> None:
+    from ecosys import QueueFileError
+
+    path = tmp_path / "q.sqlite"
+    if content:
+        path.write_bytes(content)
+    else:
+        path.mkdir()  # a directory where the file should be
+    queue = DurableQueue(path)
+    with pytest.raises(QueueFileError, match=f"queue file {path}: "):
+        await queue.open()
+    if content:
+        assert path.read_bytes() == content, "the file was changed"
+    await queue.close()  # nothing left open: a no-op
+
+
+async def test_a_queue_file_of_another_shape_is_refused(tmp_path: Path) -> None:
+    from ecosys import QueueFileError
+
+    path = tmp_path / "q.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY, body TEXT)")
+    with pytest.raises(QueueFileError, match="no such column"):
+        await DurableQueue(path).open()

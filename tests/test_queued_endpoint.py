@@ -526,3 +526,28 @@ async def test_start_up_warns_of_queue_files_no_queue_opens_any_more(tmp_path: P
     assert f"queue file {stranded} holds 1 request(s) that no queue of this application processes" in log_text
     assert "jobs-endpoint-error.sqlite holds" not in log_text, "an empty file is no news"
     assert "jobs_v2" not in log_text.split("no queue of this application")[0]
+
+
+async def test_a_stop_that_cannot_save_acknowledged_requests_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+
+    @queued_endpoint("jobs", max_uncommitted=1000, commit_interval=60, registry=registry)
+    async def jobs(request: Job) -> bool:
+        return True
+
+    queue = registry.endpoints["jobs"]
+    async with running_app(registry, tmp_path) as (app, client):
+        queue.set_paused(processing=True)  # type: ignore[attr-defined]
+
+        def disk_full(batch):  # type: ignore[no-untyped-def]
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(queue.pair.pending, "_apply_sync", disk_full)  # type: ignore[attr-defined]
+        for n in range(3):
+            await client.request("jobs", {"n": n})  # acknowledged before their commit (max_uncommitted)
+    assert app.clean_stop is False, "a supervisor must be able to tell"
+    log_text = (tmp_path / "qapp-1.log").read_text()
+    assert "3 acknowledged request(s) could not be written and are lost" in log_text
+    assert "closing queue endpoint.jobs failed: [Errno 28] No space left on device" in log_text

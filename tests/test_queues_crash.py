@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from apphelpers import APPS_DIR, AppProcess, app_env, free_port, wait_until
+from apphelpers import APPS_DIR, AppProcess, app_env, free_port, run_app, wait_until
 
 from ecosys import EcosysError, TcpClient
 
@@ -116,3 +120,40 @@ async def test_request_that_keeps_killing_the_process_is_parked(tmp_path: Path) 
     assert len(errors) == 1 and errors[0]["request"] == {"n": 9} and errors[0]["attempts"] == 2
     assert "never finished" in errors[0]["reason"]
     assert recorded(tmp_path) == ["start 9", "start 9"], "the request must not run a third time"
+
+
+def _queue_env(tmp: Path) -> dict[str, str]:
+    return app_env(ECOENV_DEFAULT_DIR=tmp, ECOENV_QUEUE_DIR=tmp / "queues",
+                   ECOENV_EXTRA_QUEUE_SERVER_1_RECORD=tmp / "record.txt",
+                   ECOENV_EXTRA_QUEUE_SERVER_1_MODE="record")
+
+
+def test_a_corrupt_queue_file_stops_the_start_with_one_line_naming_it(tmp_path: Path) -> None:
+    pending = tmp_path / "queues" / "queue_server-1-work-endpoint-pending.sqlite"
+    pending.parent.mkdir()
+    garbage = bytes(range(256)) * 32
+    pending.write_bytes(garbage)
+    result = run_app(QUEUE_SERVER, ["-i", "1"], _queue_env(tmp_path))
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == f"queue_server: error: queue file {pending}: file is not a database"
+    assert pending.read_bytes() == garbage, "a file that is no queue must not be overwritten"
+    assert not (tmp_path / "queue_server-1.lock").exists(), "the lock is released"
+
+
+def test_a_queue_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    # Made by a first run, then read-only: it opens and reads, but every commit would fail.
+    with AppProcess(QUEUE_SERVER, ["-i", "1"], _queue_env(tmp_path), tmp_path, label="first") as first:
+        first.wait_ready()
+        assert first.terminate() == 0
+    pending = tmp_path / "queues" / "queue_server-1-work-endpoint-pending.sqlite"
+    pending.chmod(0o444)
+    command = [sys.executable, str(QUEUE_SERVER), "-i", "1"]
+    if os.geteuid() == 0:
+        # root writes anyway: run without the capability that ignores file permissions.
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: file permissions cannot be tested")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, env=_queue_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == (
+        f"queue_server: error: queue file {pending}: attempt to write a readonly database")

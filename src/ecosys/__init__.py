@@ -18,6 +18,7 @@ from .errors import (
     EcosysError,
     ProcessingFailed,
     ProtocolErrorResponse,
+    QueueFileError,
     Reject,
     RequestTimeout,
     ResponseError,
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyRunning",
     "BroadcastIncomplete",
+    "QueueFileError",
     "BroadcastResult",
     "Broadcaster",
     "broadcaster",

@@ -113,6 +113,8 @@ class Application:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
         self._stats_started = False  # this application's stats.start() awaits its stop()
         self._stopping = False
+        # False once stop() could not save something (a queue's last commit failed).
+        self.clean_stop = True
 
     def build_router(self) -> Router:
         """A router over this application's endpoints plus the eco.* standard ones."""
@@ -249,8 +251,10 @@ class Application:
         for queue in queues:
             try:
                 await queue.close(grace)
-            except Exception:
-                log.exception("closing queue %r failed", queue)
+            except Exception as exc:
+                # What was lost, if anything, the queue itself has logged.
+                log.error("closing queue %s failed: %s", self._queue_label(queue), exc)
+                self.clean_stop = False
 
     async def _start_servers(self, cfg: Settings) -> None:
         self.router = self.build_router()
@@ -394,7 +398,8 @@ class Application:
             print(f"{self.name}: error: {exc.strerror or exc}{where}", file=sys.stderr)
             return 1
         await self._serve_started(banner=True)
-        return 0
+        # Not 0 when something could not be saved at the stop: a supervisor should know.
+        return 0 if self.clean_stop else 1
 
 
 def loop_factory(event_loop: str = "auto") -> Any:

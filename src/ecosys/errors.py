@@ -15,6 +15,10 @@ class ConfigurationError(EcosysError):
     """A setting, registration or start-up condition is invalid."""
 
 
+class QueueFileError(EcosysError):
+    """A durable queue's file cannot be used: corrupt, not SQLite, not writable, its disk full."""
+
+
 class TransportError(EcosysError):
     """A request could not be delivered or its response not received."""
 

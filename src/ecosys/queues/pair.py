@@ -47,7 +47,11 @@ class QueuePair:
     async def open(self) -> list[Entry]:
         """Open both files, settle interrupted moves; return pending entries in order."""
         pending = await self.pending.open()
-        errors = await self.errors.open()
+        try:
+            errors = await self.errors.open()
+        except BaseException:
+            await self.pending.close()  # its thread and file, opened for nothing
+            raise
         error_generation = {e.seq: e.generation for e in errors}
         stale_pending = [e.seq for e in pending if error_generation.get(e.seq, -1) > e.generation]
         pending_generation = {e.seq: e.generation for e in pending}

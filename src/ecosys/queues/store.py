@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
+from ..errors import QueueFileError
+
 log = logging.getLogger("ecosys.queues")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -284,13 +286,14 @@ class DurableQueue:
         self._due = False  # commit_interval passed with changes waiting
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._opening: sqlite3.Connection | None = None
         self.commits = 0
 
     # ----- thread side -----------------------------------------------------
 
     def _open_sync(self) -> list[Entry]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = self._opening = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.executescript(SCHEMA)
@@ -298,7 +301,15 @@ class DurableQueue:
         if self.index_uid:
             db.execute(UID_INDEX)
         self._db = db
-        return [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
+        entries = [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
+        # A file SQLite can only read (no write permission) opens and reads fine;
+        # every commit would fail later, each request answered 600. Find out now.
+        db.execute("BEGIN")
+        try:
+            db.execute("DELETE FROM entries WHERE 0")
+        finally:
+            db.execute("ROLLBACK")
+        return entries
 
     def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
@@ -322,6 +333,9 @@ class DurableQueue:
         if self._db is not None:
             self._db.close()
             self._db = None
+        elif self._opening is not None:
+            self._opening.close()  # a failed open's connection
+        self._opening = None
 
     def _commit_due_batches(self) -> None:
         """Thread: commit batches back to back while one is due, then stop.
@@ -376,9 +390,19 @@ class DurableQueue:
     # ----- loop side ---------------------------------------------------------
 
     async def open(self) -> list[Entry]:
-        """Open (creating if needed) the file and return its entries in order."""
+        """Open (creating if needed) the file and return its entries in order.
+
+        Raises QueueFileError naming the file if it cannot be used (not SQLite,
+        corrupt, not a queue file, not writable, the disk full).
+        """
         self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._executor, self._open_sync)
+        try:
+            return await self._loop.run_in_executor(self._executor, self._open_sync)
+        except sqlite3.Error as exc:
+            await self._loop.run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=True)
+            self._closed = True
+            raise QueueFileError(f"queue file {self.path}: {exc}") from None
 
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
         """Store *entries*; waits for their commit if *durable* (default: by max_uncommitted)."""
@@ -600,7 +624,17 @@ class DurableQueue:
         try:
             # A failing last commit is logged by _settle and raised to the caller,
             # but the file and the thread are released all the same.
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                # The changes nobody was told about went back into the batch: one more try.
+                await self.flush()
+        except Exception as exc:
+            lost = self._batch.inserts
+            if lost:
+                log.error("queue %s: %d acknowledged request(s) could not be written and are lost: %s",
+                          self.path.name, lost, exc)
+            raise
         finally:
             with self._lock:
                 self._closed = True

@@ -27,18 +27,25 @@ class UdsServer(StreamServer):
     ) -> None:
         super().__init__(router, max_message_size=max_message_size)
         self.path = os.path.abspath(path)
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the socket file we bound
 
     async def start(self) -> None:
         """Remove a stale socket file if nobody listens on it, then listen."""
         _remove_stale_socket(self.path)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(self._factory, self.path, backlog=1024)
+        info = os.stat(self.path)
+        self._identity = (info.st_dev, info.st_ino)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Drain and close like every stream server, then remove the socket file."""
+        """Drain and close like every stream server, then remove the socket file (if still ours)."""
         await super().close(grace)
+        # Only our own file: once we stopped listening, another instance may have
+        # bound the path during our drain, and its file must stay.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self._identity:
+                os.unlink(self.path)
 
     def __repr__(self) -> str:
         return f"uds://{self.path}"
