@@ -284,6 +284,23 @@ async def _rows_become(path: Path, expected: list[tuple[int, str]], timeout: flo
         await asyncio.sleep(0.05)
 
 
+def _fail_commits(queue: DurableQueue, monkeypatch: pytest.MonkeyPatch,
+                  error: OSError | None = None) -> list[int]:
+    """Make the next commits of *queue* fail, one per item put in the returned list."""
+    real_apply = queue._apply_sync
+    failing: list[int] = []
+
+    def disk_error_when_asked(batch):  # type: ignore[no-untyped-def]
+        # Stands in for a failing disk (as in test_queued_endpoint): the transaction cannot be written.
+        if failing:
+            failing.pop()
+            raise error or OSError(28, "No space left on device")
+        real_apply(batch)
+
+    monkeypatch.setattr(queue, "_apply_sync", disk_error_when_asked)
+    return failing
+
+
 async def test_a_failed_commit_keeps_the_changes_nobody_was_told_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,17 +308,8 @@ async def test_a_failed_commit_keeps_the_changes_nobody_was_told_about(
     queue = DurableQueue(path, max_uncommitted=10, commit_interval=0.05)
     await queue.open()
     await queue.insert([Entry(seq=1, uid="u1", request=b"{}")], durable=True)
-    real_apply = queue._apply_sync
-    failing = [1]
-
-    def disk_error_when_asked(batch):  # type: ignore[no-untyped-def]
-        # Stands in for a failing disk (as in test_queued_endpoint): the transaction cannot be written.
-        if failing:
-            failing.pop()
-            raise OSError(5, "Input/output error")
-        real_apply(batch)
-
-    monkeypatch.setattr(queue, "_apply_sync", disk_error_when_asked)
+    failing = _fail_commits(queue, monkeypatch, OSError(5, "Input/output error"))
+    failing.append(1)
     # Acknowledged before its commit (max_uncommitted), and a delete of a handled entry:
     # nobody waits for either, so the failed commit must not drop them.
     assert queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")]) is None
@@ -368,16 +376,8 @@ async def test_closing_retries_a_failed_last_commit_once_and_reports_what_is_los
     path = tmp_path / "q.sqlite"
     queue = DurableQueue(path, max_uncommitted=10, commit_interval=60)
     await queue.open()
-    real_apply = queue._apply_sync
-    failures = [1]
-
-    def fails_once(batch):  # type: ignore[no-untyped-def]
-        if failures:
-            failures.pop()
-            raise OSError(28, "No space left on device")
-        real_apply(batch)
-
-    monkeypatch.setattr(queue, "_apply_sync", fails_once)
+    failures = _fail_commits(queue, monkeypatch)
+    failures.append(1)  # the next commit fails, the ones after it do not
     assert queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")]) is None
     await queue.close()  # the first commit fails, the second try writes the acknowledged entry
     assert rows(path) == [(1, "u1")]
