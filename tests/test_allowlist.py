@@ -28,18 +28,24 @@ def test_allow_setting_from_environment_and_errors() -> None:
         load_settings("app", "1", environ={"ECOENV_ALLOW": "nonsense"})
 
 
+@pytest.mark.parametrize("first_line", [b'{"route_key":"echo","data":{"message":"hi"}}\n', b"\x05\n"],
+                         ids=["request", "heartbeat"])
 @pytest.mark.parametrize("networks, allowed", [(["10.0.0.0/8"], False), (["127.0.0.0/8"], True)])
 async def test_tcp_peer_outside_the_list_is_denied(router: Router, networks: list[str],
-                                                   allowed: bool) -> None:
+                                                   allowed: bool, first_line: bytes) -> None:
     server = TcpServer(router, "127.0.0.1", 0, allow=Allowlist(networks))
     await server.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b'{"route_key":"echo","data":{"message":"hi"}}\n')
-        answer = orjson.loads(await asyncio.wait_for(reader.readline(), 5))
-        if allowed:
-            assert answer["status"] == 0
+        writer.write(first_line)
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if allowed and first_line == b"\x05\n":
+            assert line == b"\x06\n"
+        elif allowed:
+            assert orjson.loads(line)["status"] == 0
         else:
+            # A heartbeat too, as over UDP: a denied peer learns only that it is denied.
+            answer = orjson.loads(line)
             assert answer["status"] == 200 and "127.0.0.1 is not allowed" in answer["data"]["message"]
             assert await asyncio.wait_for(reader.read(), 5) == b"", "a denied peer is disconnected"
         writer.close()

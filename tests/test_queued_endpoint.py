@@ -551,3 +551,32 @@ async def test_a_stop_that_cannot_save_acknowledged_requests_says_so(
     log_text = (tmp_path / "qapp-1.log").read_text()
     assert "3 acknowledged request(s) could not be written and are lost" in log_text
     assert "closing queue endpoint.jobs failed: [Errno 28] No space left on device" in log_text
+
+
+@pytest.mark.parametrize("key", ["orders/new", "a\\b", ".."])
+def test_a_queue_name_that_cannot_name_a_file_is_refused(key: str) -> None:
+    from ecosys import ConfigurationError, queued_sender
+
+    async def handler(request: Job) -> bool:
+        return True
+
+    with pytest.raises(ConfigurationError, match="names its files"):
+        queued_endpoint(key, registry=Registry())(handler)
+    with pytest.raises(ConfigurationError, match="names its files"):
+        queued_sender(TcpClient("127.0.0.1", 1), "jobs", name=key, registry=Registry())(lambda n: n)
+
+
+async def test_a_queue_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    from ecosys import Application, ConfigurationError
+
+    registry = Registry()
+
+    @queued_endpoint("jobs", registry=registry)
+    async def jobs(request: Job) -> bool:
+        return True
+
+    (tmp_path / "queues").write_text("not a directory")
+    app = Application("qapp", instance="1", registry=registry,
+                      config={"queue_dir": str(tmp_path / "queues"), "default_dir": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="exists and is not a directory"):
+        await app.start()

@@ -223,6 +223,8 @@ class Application:
                 f"this application has durable queues ({names}) but no queue directory: set "
                 "ECOENV_QUEUE_DIR (or queue_dir in the -c file, or --queue_dir)"
             )
+        if cfg.queue_dir.exists() and not cfg.queue_dir.is_dir():
+            raise ConfigurationError(f"the queue directory {cfg.queue_dir} exists and is not a directory")
         prefix = f"{self.name}-{self.instance}"
         for queue in queues:
             await queue.open(cfg.queue_dir, prefix)

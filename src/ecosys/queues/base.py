@@ -22,6 +22,12 @@ class QueueStorage:
             raise ConfigurationError(
                 f"queue {key!r}: max_uncommitted must be >= 0 and commit_interval > 0"
             )
+        if not key or "/" in key or "\\" in key or "\0" in key or key in (".", ".."):
+            # The key names the queue's files: a slash would put them in a subdirectory.
+            raise ConfigurationError(
+                f"queue {key!r}: the name of a queued endpoint or sender names its files in the "
+                "queue directory, so it cannot be empty or hold '/', '\\' or NUL"
+            )
         if synchronous not in SYNCHRONOUS_LEVELS:
             # SQLite reads an unknown level as NORMAL: a typo would quietly weaken durability.
             raise ConfigurationError(

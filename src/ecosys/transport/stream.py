@@ -173,11 +173,12 @@ class StreamServerProtocol(asyncio.Protocol):
                 line = line[:-1]
             if not line or line.isspace():
                 return
+            if self._denied is not None:
+                # A heartbeat too, as over UDP: a denied peer learns only that it is denied.
+                self._deny(line)
+                return
             if line == b"\x05":
                 self._write(HEARTBEAT_REPLY)
-                return
-            if self._denied is not None:
-                self._deny(line)
                 return
         prepared = self._router.prepare(line)
         if type(prepared) is bytes:
