@@ -39,9 +39,12 @@ async def test_wal_and_synchronous_full_by_default(tmp_path: Path) -> None:
 async def test_batched_inserts_bounded_by_max_uncommitted(tmp_path: Path) -> None:
     queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=10, commit_interval=60)
     await queue.open()
-    for i in range(10):
+    for i in range(9):
         await queue.insert([Entry(seq=i, uid=f"u{i}", request=b"{}")])
-    assert rows(tmp_path / "q.sqlite") == [], "up to max_uncommitted inserts may wait for a commit"
+    assert rows(tmp_path / "q.sqlite") == [], "below max_uncommitted, inserts wait for the interval"
+    # The tenth starts a commit without waiting for it (checking the file then
+    # would race that commit); the eleventh, past the bound, waits.
+    await queue.insert([Entry(seq=9, uid="u9", request=b"{}")])
     await queue.insert([Entry(seq=10, uid="u10", request=b"{}")])
     assert len(rows(tmp_path / "q.sqlite")) == 11, "the insert past the bound waits for the commit"
     await queue.close()
