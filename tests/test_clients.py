@@ -931,29 +931,43 @@ async def test_a_handlers_fan_out_under_its_uid_runs_in_parallel(
     assert took < 0.9, f"three 0.4 s calls under one uid took {took:.2f}s: they ran one after another"
 
 
-async def test_a_retry_after_a_timeout_does_not_wait_for_the_late_answer(router: Router) -> None:
-    attempts = 0
+async def test_a_retry_after_a_timeout_waits_for_the_late_answer_first() -> None:
+    # The first attempt still runs on the server: the retry must not overtake it
+    # (a sequenced sender's next message would, too).
+    events: list[str] = []
     registry = Registry()
 
     @endpoint("slow_once", registry=registry)
     async def slow_once() -> int:
-        nonlocal attempts
-        attempts += 1
-        if attempts == 1:
-            await asyncio.sleep(1.0)
-        return attempts
+        attempt = len([e for e in events if e.startswith("start")]) + 1
+        events.append(f"start {attempt}")
+        if attempt == 1:
+            await asyncio.sleep(0.45)  # past the timeout, within the window its uid is set aside
+        events.append(f"end {attempt}")
+        return attempt
 
     server = TcpServer(Router(registry), "127.0.0.1", 0)
     await server.start()
     try:
         async with TcpClient("127.0.0.1", server.port, timeout=0.3, retries=1, retry_delay=0.01,
                              retry_on_timeout=True) as client:
-            started = time.monotonic()
-            assert await client.request("slow_once") == 2, "the second attempt answers"
-            took = time.monotonic() - started
-        assert took < 0.55, f"the retry waited {took:.2f}s for the first attempt's late answer"
+            assert await client.request("slow_once") == 2
+        assert events == ["start 1", "end 1", "start 2", "end 2"], events
     finally:
         await server.close(1)
+
+
+async def test_extra_connections_for_one_uid_are_few_and_reused(tcp_server: TcpServer) -> None:
+    from ecosys.transport.client import MAX_EXTRA_LANES
+
+    async with TcpClient("127.0.0.1", tcp_server.port, timeout=10) as client:
+        for _ in range(2):
+            with uid_scope():  # one handler's fan-out: twenty calls under its uid
+                answers = await asyncio.gather(
+                    *(client.request("sleep", {"seconds": 0.05}) for _ in range(20)))
+            assert answers == [{"seconds": 0.05}] * 20
+            assert len(tcp_server.connections) <= 1 + MAX_EXTRA_LANES, len(tcp_server.connections)
+        assert len(tcp_server.connections) == 1 + MAX_EXTRA_LANES, "the lanes are kept for reuse"
 
 
 async def test_close_fails_requests_on_connections_of_their_own(tcp_server: TcpServer) -> None:

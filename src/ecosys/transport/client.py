@@ -56,6 +56,10 @@ def address_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+# The most extra connections (UDP: sockets) a client opens for requests whose
+# uid is already in flight on its shared one (see _exchange_on_lane).
+MAX_EXTRA_LANES = 8
+
 # Gathered requests are written once this many are waiting, without waiting for
 # the end of the loop iteration: the server starts on the first ones while the
 # client prepares the rest, instead of the two processes taking turns.
@@ -281,10 +285,14 @@ class ResponseMatcher:
             if self.pending.get(uid) is future:
                 del self.pending[uid]
 
+    def in_flight(self, uid: str) -> bool:
+        """True while a request with *uid* waits here for its answer."""
+        earlier = self.pending.get(uid)
+        return earlier is not None and not earlier.done()
+
     def busy(self, uid: str) -> bool:
         """True while a request with *uid* waits here, or a late answer to one is still expected."""
-        earlier = self.pending.get(uid)
-        if earlier is not None and not earlier.done():
+        if self.in_flight(uid):
             return True
         gone = self.abandoned.get(uid)
         return gone is not None and not gone.done()
@@ -549,7 +557,10 @@ class StreamClient(Client):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[StreamClientProtocol] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._alone: set[StreamClientProtocol] = set()  # one-request connections in use
+        self._alone: set[StreamClientProtocol] = set()  # persistent=False connections in use
+        self._lanes: list[StreamClientProtocol] = []  # extra connections for busy uids
+        self._lanes_opening = 0
+        self._generation = 0  # counts close() calls: a connect that outlives one is dropped
 
     def _protocol_factory(self) -> StreamClientProtocol:
         if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
@@ -625,32 +636,57 @@ class StreamClient(Client):
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop():
-                    matcher = connection.matcher
-                    if (uid not in matcher.pending and uid not in matcher.abandoned) \
-                            or not matcher.busy(uid):
+                    if uid not in connection.matcher.pending or not connection.matcher.in_flight(uid):
                         return connection.request(loop, uid, payload, timeout)
-                    return self._exchange_alone(uid, payload, timeout)
+                    return self._exchange_on_lane(uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
     async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
         loop = asyncio.get_running_loop()
-        if self.persistent:
-            connection = await self._shared_connection()
-            if not connection.matcher.busy(uid):
-                return await connection.request(loop, uid, payload, timeout)
-        return await self._exchange_alone(uid, payload, timeout)
+        if not self.persistent:
+            return await self._exchange_alone(uid, payload, timeout)
+        connection = await self._shared_connection()
+        if connection.matcher.in_flight(uid):
+            return await self._exchange_on_lane(uid, payload, timeout)
+        return await connection.request(loop, uid, payload, timeout)
+
+    async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
+        """A request whose uid is in flight on the shared connection: on an extra one.
+
+        Responses are matched by uid, so two requests with one uid cannot share
+        a connection. Waiting for the first would hang a call chain that comes
+        back to a service under one uid (A -> B -> A -> B) until the timeout,
+        and run a handler's fan-out one call after another. Extra connections
+        ("lanes") stay open and are reused, at most MAX_EXTRA_LANES of them;
+        past that the request waits its turn on the shared connection.
+        """
+        loop = asyncio.get_running_loop()
+        self._lanes = [lane for lane in self._lanes if lane.alive]
+        for lane in self._lanes:
+            if not lane.matcher.busy(uid):
+                return await lane.request(loop, uid, payload, timeout)
+        if len(self._lanes) + self._lanes_opening < MAX_EXTRA_LANES:
+            generation = self._generation
+            self._lanes_opening += 1
+            try:
+                lane = await self._connect()
+            finally:
+                self._lanes_opening -= 1
+            if generation != self._generation:
+                lane.close()  # close() came while it connected: nothing may be sent now
+                raise ClientClosed(f"the client was closed while connecting to {self.url}")
+            self._lanes.append(lane)
+            return await lane.request(loop, uid, payload, timeout)
+        shared = await self._shared_connection()
+        return await shared.request(loop, uid, payload, timeout)
 
     async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
-        """One request on a connection of its own, closed after the answer.
-
-        What persistent=False does for every request; a persistent client does
-        it for a request whose uid is busy on the shared connection (another
-        request with it in flight, or a timed-out one whose late answer may
-        still come). Waiting for that one instead would hang a call chain that
-        comes back to a service (A -> B -> A -> B, all under one uid) until
-        the timeout, and run a handler's fan-out one call after another.
-        """
+        """One request on a connection of its own, closed after the answer (persistent=False)."""
+        generation = self._generation
         connection = await self._connect()
+        if generation != self._generation:
+            connection.close()  # close() came while it connected: nothing may be sent now
+            raise ClientClosed(f"the client was closed while connecting to {self.url}")
         self._alone.add(connection)
         try:
             return await connection.request(asyncio.get_running_loop(), uid, payload, timeout)
@@ -661,6 +697,7 @@ class StreamClient(Client):
     async def close(self) -> None:
         """Close the shared connection and stop its heartbeat."""
         loop = asyncio.get_running_loop()
+        self._generation += 1
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()  # its waiters get ConnectFailed
@@ -673,8 +710,9 @@ class StreamClient(Client):
                 # asyncio.wait never raises the task's CancelledError, so a
                 # cancellation of the caller itself still propagates.
                 await asyncio.wait([task])
-        for alone in list(self._alone):
-            alone.close()  # its request fails with ClientClosed, like those on the shared one
+        lanes, self._lanes = self._lanes, []
+        for extra in [*self._alone, *lanes]:
+            extra.close()  # its requests fail with ClientClosed, like those on the shared one
         connection, self._connection = self._connection, None
         if connection is not None and connection.alive:
             connection.close()

@@ -18,7 +18,7 @@ from ..protocol import (
 )
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
-from .client import Client, ResponseMatcher, address_url
+from .client import MAX_EXTRA_LANES, Client, ResponseMatcher, address_url
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -179,7 +179,7 @@ class UdpClient(Client):
         self._protocol: _UdpClientProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self._alone: set[_UdpClientProtocol] = set()  # one-request sockets in use
+        self._lanes: list[_UdpClientProtocol] = []  # extra sockets for busy uids
 
     @property
     def url(self) -> str:
@@ -209,32 +209,36 @@ class UdpClient(Client):
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
-        if protocol.matcher.busy(uid):
-            # Another request with this uid waits on the shared socket (or a late
-            # answer to one may still come): a socket of its own, not a wait that
-            # would hang a call chain coming back here under the same uid.
-            return await self._exchange_alone(uid, payload, timeout)
+        if protocol.matcher.in_flight(uid):
+            # Another request with this uid waits on the shared socket: an extra
+            # socket, not a wait that would hang a call chain coming back here
+            # under the same uid (see StreamClient._exchange_on_lane).
+            return await self._exchange_on_lane(uid, payload, timeout)
         return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
 
-    async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
+    async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
         loop = asyncio.get_running_loop()
+        self._lanes = [lane for lane in self._lanes if lane.transport is not None]
+        for lane in self._lanes:
+            if not lane.matcher.busy(uid):
+                return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
+        if len(self._lanes) >= MAX_EXTRA_LANES:
+            shared = await self._endpoint()  # every lane carries this uid: wait for its turn
+            return await shared.matcher.wait(loop, uid, shared.send, payload, timeout)
         try:
-            transport, protocol = await loop.create_datagram_endpoint(
+            _, lane = await loop.create_datagram_endpoint(
                 lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
         except OSError as exc:
             raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
-        self._alone.add(protocol)
-        try:
-            return await protocol.matcher.wait(loop, uid, protocol.send, payload, timeout)
-        finally:
-            self._alone.discard(protocol)
-            transport.close()
+        self._lanes.append(lane)
+        return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
 
     async def close(self) -> None:
         """Close the socket."""
-        for alone in list(self._alone):
-            if alone.transport is not None:
-                alone.transport.close()  # its request fails with ClientClosed
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            if lane.transport is not None:
+                lane.transport.close()  # its requests fail with ClientClosed
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
