@@ -365,3 +365,14 @@ def test_closing_one_of_two_log_setups_keeps_the_others_level(tmp_path: Path) ->
         second.close()
     assert root.level == before, "the last one out restores the level from before the first"
     assert "second still logs at DEBUG" in (tmp_path / "second.log").read_text()
+
+
+def test_an_unknown_level_installs_nothing(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with pytest.raises(ValueError, match="unknown log level 'verbose'"):
+        LogSetup(tmp_path / "bad.log", level="verbose")
+    assert root.handlers == handlers, "a failed setup left a handler on the root logger"
+    good = LogSetup(tmp_path / "good.log", level="INFO")
+    good.close()  # unaffected by the failed one
+    assert root.handlers == handlers

@@ -424,3 +424,29 @@ async def test_a_queue_file_of_another_shape_is_refused(tmp_path: Path) -> None:
         db.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY, body TEXT)")
     with pytest.raises(QueueFileError, match="no such column"):
         await DurableQueue(path).open()
+
+
+async def test_a_file_another_process_is_writing_opens_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    path = tmp_path / "q.sqlite"
+    first = DurableQueue(path)
+    await first.open()
+    await first.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # an operator's shell in the middle of a write
+    try:
+        queue = DurableQueue(path)
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="ecosys.queues"):
+            assert await queue.open() == []
+        assert time.monotonic() - started < 2, "opening waited out the lock"
+        assert "another process is writing the file" in caplog.text
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    await queue.insert([Entry(seq=1, uid="u1", request=b"{}")], durable=True)
+    await queue.close()
+    assert rows(path) == [(1, "u1")]

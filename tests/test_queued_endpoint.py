@@ -553,17 +553,39 @@ async def test_a_stop_that_cannot_save_acknowledged_requests_says_so(
     assert "closing queue endpoint.jobs failed: [Errno 28] No space left on device" in log_text
 
 
-@pytest.mark.parametrize("key", ["orders/new", "a\\b", ".."])
-def test_a_queue_name_that_cannot_name_a_file_is_refused(key: str) -> None:
-    from ecosys import ConfigurationError, queued_sender
+async def test_a_queue_name_with_a_slash_keeps_its_files_in_the_queue_directory(tmp_path: Path) -> None:
+    from ecosys.queues.base import file_name_part
+    from ecosys.queues.store import DurableQueue, Entry
+
+    registry = Registry()
+
+    @queued_endpoint("orders/new", retry_delay=60, registry=registry)
+    async def orders(request: Job) -> bool:
+        return False  # stays pending
+
+    # Files an earlier version put in a subdirectory: moved over, their request kept.
+    legacy = tmp_path / "queues" / "qapp-1-orders" / "new-endpoint-pending.sqlite"
+    legacy.parent.mkdir(parents=True)
+    old = DurableQueue(legacy)
+    await old.open()
+    await old.insert([Entry(seq=1, uid=str(uuid.uuid4()), request=b'{"n": 7}')], durable=True)
+    await old.close()
+    async with running_app(registry, tmp_path) as (_, client):
+        assert (await data(client, "orders/new"))["pending"] == 1, "the moved request is resumed"
+    names = sorted(p.name for p in (tmp_path / "queues").iterdir() if p.is_file())
+    assert names == ["qapp-1-orders%2Fnew-endpoint-error.sqlite", "qapp-1-orders%2Fnew-endpoint-pending.sqlite"]
+    assert not legacy.exists()
+    assert file_name_part("plain_name") == "plain_name" and file_name_part("a%b/c") == "a%25b%2Fc"
+
+
+def test_a_queue_name_that_cannot_name_a_file_is_refused() -> None:
+    from ecosys import ConfigurationError
 
     async def handler(request: Job) -> bool:
         return True
 
     with pytest.raises(ConfigurationError, match="names its files"):
-        queued_endpoint(key, registry=Registry())(handler)
-    with pytest.raises(ConfigurationError, match="names its files"):
-        queued_sender(TcpClient("127.0.0.1", 1), "jobs", name=key, registry=Registry())(lambda n: n)
+        queued_endpoint("a\0b", registry=Registry())(handler)
 
 
 async def test_a_queue_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
@@ -579,4 +601,20 @@ async def test_a_queue_directory_that_is_a_file_is_refused(tmp_path: Path) -> No
     app = Application("qapp", instance="1", registry=registry,
                       config={"queue_dir": str(tmp_path / "queues"), "default_dir": str(tmp_path)})
     with pytest.raises(ConfigurationError, match="exists and is not a directory"):
+        await app.start()
+
+
+async def test_two_queues_whose_names_map_to_one_file_are_refused(tmp_path: Path) -> None:
+    from ecosys import Application, ConfigurationError
+
+    registry = Registry()
+
+    async def handler(request: Job) -> bool:
+        return True
+
+    queued_endpoint("x/y", registry=registry)(handler)
+    queued_endpoint("x%2Fy", registry=registry)(handler)
+    app = Application("qapp", instance="1", registry=registry,
+                      config={"queue_dir": str(tmp_path / "queues"), "default_dir": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="would share the file"):
         await app.start()

@@ -181,6 +181,7 @@ class Application:
         assert cfg is not None
         self._stop_event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.clean_stop = True  # for this run
         lock = InstanceLock(cfg.lock_path)
         lock.acquire(f"{self.name} instance {self.instance}")
         # Only once it is ours: stop() after a refused start must not tear down
@@ -226,6 +227,13 @@ class Application:
         if cfg.queue_dir.exists() and not cfg.queue_dir.is_dir():
             raise ConfigurationError(f"the queue directory {cfg.queue_dir} exists and is not a directory")
         prefix = f"{self.name}-{self.instance}"
+        owners: dict[Path, str] = {}
+        for queue in queues:
+            for path in queue.file_paths(cfg.queue_dir, prefix):
+                other = owners.setdefault(path, self._queue_label(queue))
+                if other != self._queue_label(queue):
+                    raise ConfigurationError(f"queues {other} and {self._queue_label(queue)} would "
+                                             f"share the file {path.name}: rename one")
         for queue in queues:
             await queue.open(cfg.queue_dir, prefix)
             self._open_queue_list.append(queue)

@@ -176,6 +176,10 @@ class LogSetup:
         compress: bool = False,
         console: bool = False,
     ) -> None:
+        if level not in logging.getLevelNamesMapping():
+            # Checked before anything is installed: a failure half-way would leave a
+            # handler on the root logger that nothing drains.
+            raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
         path.parent.mkdir(parents=True, exist_ok=True)
         formatter = logging.Formatter(LOG_FORMAT)
         file_handler = ByteSizeRotatingFileHandler(

@@ -133,6 +133,10 @@ COMMITS_PER_JOB = 8
 # many seconds later at the soonest (or after commit_interval, if longer): a
 # failing disk gets a retry and an error line per second, not per commit_interval.
 FAILED_COMMIT_RETRY = 1.0
+# How long opening waits for another writer before skipping the write-permission probe,
+# and how long commits wait for one (sqlite3's default).
+WRITE_PROBE_WAIT_MS = 100
+BUSY_TIMEOUT_MS = 5000
 
 
 def _change(op: int, **values: Any) -> tuple[Any, ...]:
@@ -304,11 +308,20 @@ class DurableQueue:
         entries = [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
         # A file SQLite can only read (no write permission) opens and reads fine;
         # every commit would fail later, each request answered 600. Find out now.
+        # Briefly: another process writing the file (an operator's sqlite3 shell)
+        # holds the lock, which says nothing about our permissions.
+        db.execute(f"PRAGMA busy_timeout={WRITE_PROBE_WAIT_MS}")
         db.execute("BEGIN")
         try:
             db.execute("DELETE FROM entries WHERE 0")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            log.warning("queue %s: another process is writing the file; commits wait for it",
+                        self.path.name)
         finally:
             db.execute("ROLLBACK")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return entries
 
     def _apply_sync(self, batch: _Batch) -> None:
