@@ -980,3 +980,24 @@ async def test_close_fails_requests_on_connections_of_their_own(tcp_server: TcpS
     for call in calls:
         with pytest.raises(ClientClosed):
             await call
+
+
+def test_a_client_reused_on_a_new_event_loop_drops_the_old_loops_lanes(tmp_path: Path) -> None:
+    from apphelpers import SLOW_SERVER, AppProcess, app_env
+    from apphelpers import free_port as free_tcp_port
+
+    port = free_tcp_port()
+    env = app_env(ECOENV_DEFAULT_DIR=tmp_path)
+    with AppProcess(SLOW_SERVER, ["-i", "1", "--tcp", f"127.0.0.1:{port}"], env, tmp_path) as server:
+        server.wait_ready()
+        client = TcpClient("127.0.0.1", port, timeout=3)  # a module-level client, say
+
+        async def fan_out() -> list[object]:
+            with uid_scope():  # three calls under one uid: two of them on lanes
+                return await asyncio.gather(*(client.request("echo", {"message": str(n)}) for n in range(3)))
+
+        for _ in range(2):  # two asyncio.run()s, as a script or a test suite does
+            started = time.monotonic()
+            assert asyncio.run(fan_out()) == [{"message": str(n)} for n in range(3)]
+            assert time.monotonic() - started < 2, "a lane of the closed loop was used"
+        assert server.terminate() == 0

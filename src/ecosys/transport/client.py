@@ -588,6 +588,7 @@ class StreamClient(Client):
             self._connection = None
             self._connecting = None
             self._heartbeat_task = None
+            self._lanes = []  # bound to the old loop, like the shared connection
         connection = self._connection
         if connection is not None and connection.alive:
             return connection

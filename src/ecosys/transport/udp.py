@@ -190,6 +190,7 @@ class UdpClient(Client):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._protocol, self._lock = loop, None, asyncio.Lock()
+            self._lanes = []  # bound to the old loop, like the shared socket
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             return protocol
