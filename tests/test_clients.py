@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -1001,3 +1002,42 @@ def test_a_client_reused_on_a_new_event_loop_drops_the_old_loops_lanes(tmp_path:
             assert asyncio.run(fan_out()) == [{"message": str(n)} for n in range(3)]
             assert time.monotonic() - started < 2, "a lane of the closed loop was used"
         assert server.terminate() == 0
+
+
+async def test_close_while_a_lane_connects_sends_nothing_and_retries_nothing() -> None:
+    import socket
+
+    # A listener that never accepts: the shared connection sits in its backlog
+    # (connected, never answered), then fillers take the rest, so a further
+    # connect (the lane's) hangs until the connect timeout.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    client = TcpClient("127.0.0.1", port, timeout=10, connect_timeout=1.0, retries=3, retry_delay=0.01,
+                       heartbeat_interval=None)
+    fillers: list[socket.socket] = []
+    try:
+        uid = str(uuid.uuid4())
+        first = asyncio.ensure_future(client.request("echo", {"message": "a"}, uid=uid))
+        await asyncio.sleep(0.2)  # connected (in the backlog) and written
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(client.request("echo", {"message": "b"}, uid=uid))
+        await asyncio.sleep(0.2)  # its lane is connecting
+        started = time.monotonic()
+        await client.close()
+        with pytest.raises(ClientClosed):
+            await first
+        with pytest.raises(ClientClosed):
+            await second
+        assert time.monotonic() - started < 1.8, "the lane's request was retried after close()"
+        assert client._connection is None and client._lanes == [], "close() left a connection open"
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()

@@ -119,6 +119,7 @@ class Client:
         self.retries = retries
         self.retry_delay = retry_delay
         self.retry_on_timeout = retry_on_timeout
+        self._generation = 0  # counts close() calls: work begun before one must not reopen the client
         self.max_message_size = max_message_size
         # route key -> ("route @ url" for statistics, the request line's bytes
         # between the uid and the data), built once per route key.
@@ -171,6 +172,7 @@ class Client:
         limit = self.timeout if timeout is None else timeout
         attempt = 0
         started = perf_counter()
+        generation = self._generation
         while True:
             try:
                 response = await self._exchange(uid, payload, limit)
@@ -190,6 +192,11 @@ class Client:
             attempt += 1
             log.debug("retrying %s to %s (attempt %d)", route_key, self.url, attempt + 1)
             await asyncio.sleep(self.retry_delay * (2 ** (attempt - 1)))
+            if self._generation != generation:
+                # Closed since this request began: a retry would reopen the client.
+                stats.record("senders", stat_key, "transport", None)
+                raise ClientClosed(f"the client was closed before the request to {self.url} "
+                                   "could be retried")
         if not check:
             return response
         if response.status != 0:
@@ -560,7 +567,6 @@ class StreamClient(Client):
         self._alone: set[StreamClientProtocol] = set()  # persistent=False connections in use
         self._lanes: list[StreamClientProtocol] = []  # extra connections for busy uids
         self._lanes_opening = 0
-        self._generation = 0  # counts close() calls: a connect that outlives one is dropped
 
     def _protocol_factory(self) -> StreamClientProtocol:
         if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
@@ -670,7 +676,7 @@ class StreamClient(Client):
             generation = self._generation
             self._lanes_opening += 1
             try:
-                lane = await self._connect()
+                lane = await self._connected_unless_closed(generation)
             finally:
                 self._lanes_opening -= 1
             if generation != self._generation:
@@ -681,10 +687,19 @@ class StreamClient(Client):
         shared = await self._shared_connection()
         return await shared.request(loop, uid, payload, timeout)
 
+    async def _connected_unless_closed(self, generation: int) -> StreamClientProtocol:
+        try:
+            return await self._connect()
+        except ConnectFailed as exc:
+            if generation != self._generation:
+                # close() came while it connected: ClientClosed is not retried (ConnectFailed would be).
+                raise ClientClosed(f"the client was closed while connecting to {self.url}") from exc
+            raise
+
     async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
         """One request on a connection of its own, closed after the answer (persistent=False)."""
         generation = self._generation
-        connection = await self._connect()
+        connection = await self._connected_unless_closed(generation)
         if generation != self._generation:
             connection.close()  # close() came while it connected: nothing may be sent now
             raise ClientClosed(f"the client was closed while connecting to {self.url}")

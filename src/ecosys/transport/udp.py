@@ -236,6 +236,7 @@ class UdpClient(Client):
 
     async def close(self) -> None:
         """Close the socket."""
+        self._generation += 1
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             if lane.transport is not None:
