@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pydantic
 import pytest
 from conftest import build_registry
@@ -1041,3 +1042,73 @@ async def test_close_while_a_lane_connects_sends_nothing_and_retries_nothing() -
     finally:
         for sock in [*fillers, listener]:
             sock.close()
+
+
+async def test_a_retry_never_overtakes_its_timed_out_attempt_on_a_lane() -> None:
+    events: list[str] = []
+    registry = Registry()
+
+    @endpoint("hold", registry=registry)
+    async def hold() -> None:
+        await asyncio.sleep(1.2)  # keeps the uid in flight on the shared connection
+
+    @endpoint("slow_once", registry=registry)
+    async def slow_once() -> int:
+        attempt = len([e for e in events if e.startswith("start")]) + 1
+        events.append(f"start {attempt}")
+        if attempt == 1:
+            await asyncio.sleep(0.45)
+        events.append(f"end {attempt}")
+        return attempt
+
+    server = TcpServer(Router(registry), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with TcpClient("127.0.0.1", server.port, retries=1, retry_delay=0.01,
+                             retry_on_timeout=True) as client:
+            with uid_scope():
+                held = asyncio.ensure_future(client.request("hold", timeout=5))
+                await asyncio.sleep(0.05)
+                assert await client.request("slow_once", timeout=0.3) == 2  # on a lane, retried
+                await held
+        assert events == ["start 1", "end 1", "start 2", "end 2"], events
+    finally:
+        await server.close(1)
+
+
+async def test_lanes_get_heartbeats_too() -> None:
+    enquiries: dict[int, int] = {}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = id(writer)
+        enquiries[me] = 0
+        while line := await reader.readline():
+            if line.strip() == b"\x05":
+                enquiries[me] += 1
+                writer.write(b"\x06\n")
+                continue
+            request = orjson.loads(line)
+            await asyncio.sleep(0.1)  # long enough for same-uid requests to overlap
+            writer.write(orjson.dumps({"uid": request["uid"], "status": 0, "data": request["data"]}) + b"\n")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with TcpClient("127.0.0.1", port, heartbeat_interval=0.2, heartbeat_timeout=1) as client:
+            with uid_scope():
+                await asyncio.gather(*(client.request("echo", n) for n in range(3)))
+            await asyncio.sleep(0.7)
+        assert len(enquiries) == 3 and all(count >= 2 for count in enquiries.values()), enquiries
+    finally:
+        server.close()
+
+
+async def test_udp_lanes_stay_within_the_cap(udp_server: UdpServer) -> None:
+    from ecosys.transport.client import MAX_EXTRA_LANES
+
+    async with UdpClient("127.0.0.1", udp_server.port, timeout=5) as client:
+        await client.request("echo", {"message": "warm"})
+        with uid_scope():
+            answers = await asyncio.gather(*(client.request("sleep", {"seconds": 0.05}) for _ in range(40)))
+        assert answers == [{"seconds": 0.05}] * 40
+        assert len(client._lanes) <= MAX_EXTRA_LANES

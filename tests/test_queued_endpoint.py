@@ -618,3 +618,27 @@ async def test_two_queues_whose_names_map_to_one_file_are_refused(tmp_path: Path
                       config={"queue_dir": str(tmp_path / "queues"), "default_dir": str(tmp_path)})
     with pytest.raises(ConfigurationError, match="would share the file"):
         await app.start()
+
+
+def test_legacy_queue_files_are_left_alone_when_new_ones_exist(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ecosys.queues.endpoint import QueuedEndpoint
+
+    async def handler(request: Job) -> bool:
+        return True
+
+    queue = QueuedEndpoint("orders/new", handler)
+    legacy = tmp_path / "app-1-orders" / "new-endpoint-pending.sqlite"
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"old")
+    Path(f"{legacy}-wal").write_bytes(b"old wal")
+    new_pending, _ = queue.file_paths(tmp_path, "app-1")
+    new_pending.write_bytes(b"new")
+    with caplog.at_level("WARNING", logger="ecosys.queues"):
+        queue._move_legacy_files(tmp_path, "app-1")
+    assert "both" in caplog.text and legacy.read_bytes() == b"old" and new_pending.read_bytes() == b"new"
+    new_pending.unlink()
+    queue._move_legacy_files(tmp_path, "app-1")  # now moved, write-ahead log first
+    assert new_pending.read_bytes() == b"old" and Path(f"{new_pending}-wal").read_bytes() == b"old wal"
+    assert not legacy.exists() and not Path(f"{legacy}-wal").exists()

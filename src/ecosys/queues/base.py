@@ -75,9 +75,14 @@ class QueueStorage:
         legacy = f"{prefix}-{self.queue_key}-{self.kind}"
         for part, new_path in zip(("pending", "error"), self.file_paths(queue_dir, prefix), strict=True):
             old_path = queue_dir / f"{legacy}-{part}.sqlite"
-            if not old_path.is_file() or new_path.exists():
+            if not old_path.is_file():
                 continue
-            for suffix in ("", "-wal", "-shm"):
+            if new_path.exists():
+                log.warning("queue %r: both %s and %s exist; using the second (move or merge the "
+                            "first by hand)", self.queue_key, old_path, new_path)
+                continue
+            # The main file last: its presence at the new name means the move is complete.
+            for suffix in ("-wal", "-shm", ""):
                 source = Path(f"{old_path}{suffix}")
                 if source.exists():
                     os.replace(source, f"{new_path}{suffix}")

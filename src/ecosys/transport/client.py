@@ -633,7 +633,9 @@ class StreamClient(Client):
             connection = self._connection
             if connection is None or not connection.alive:
                 return
-            await connection.heartbeat(self.heartbeat_timeout)
+            # The lanes too: one whose path died silently would hang every request sent on it.
+            lanes = [lane for lane in self._lanes if lane.alive]
+            await asyncio.gather(*(c.heartbeat(self.heartbeat_timeout) for c in (connection, *lanes)))
 
     def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
         # A plain function returning the awaitable: on the common path (the
@@ -642,10 +644,9 @@ class StreamClient(Client):
             connection = self._connection
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
-                if loop is asyncio.get_running_loop():
-                    if uid not in connection.matcher.pending or not connection.matcher.in_flight(uid):
-                        return connection.request(loop, uid, payload, timeout)
-                    return self._exchange_on_lane(uid, payload, timeout)
+                if loop is asyncio.get_running_loop() and not self._lanes and (
+                        uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)):
+                    return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
     async def _exchange_connecting(self, uid: str, payload: bytes, timeout: float) -> Response:
@@ -653,6 +654,13 @@ class StreamClient(Client):
         if not self.persistent:
             return await self._exchange_alone(uid, payload, timeout)
         connection = await self._shared_connection()
+        self._lanes = [lane for lane in self._lanes if lane.alive]
+        for candidate in (connection, *self._lanes):
+            gone = candidate.matcher.abandoned.get(uid)
+            if gone is not None and not gone.done():
+                # A timed-out attempt with this uid may still be running on the server:
+                # wait for its late answer there, never overtake it on another connection.
+                return await candidate.request(loop, uid, payload, timeout)
         if connection.matcher.in_flight(uid):
             return await self._exchange_on_lane(uid, payload, timeout)
         return await connection.request(loop, uid, payload, timeout)
@@ -668,7 +676,6 @@ class StreamClient(Client):
         past that the request waits its turn on the shared connection.
         """
         loop = asyncio.get_running_loop()
-        self._lanes = [lane for lane in self._lanes if lane.alive]
         for lane in self._lanes:
             if not lane.matcher.busy(uid):
                 return await lane.request(loop, uid, payload, timeout)

@@ -180,6 +180,7 @@ class UdpClient(Client):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._lanes: list[_UdpClientProtocol] = []  # extra sockets for busy uids
+        self._lanes_opening = 0
 
     @property
     def url(self) -> str:
@@ -210,6 +211,12 @@ class UdpClient(Client):
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
+        self._lanes = [lane for lane in self._lanes if lane.transport is not None]
+        for candidate in (protocol, *self._lanes):
+            gone = candidate.matcher.abandoned.get(uid)
+            if gone is not None and not gone.done():
+                # A timed-out attempt may still run on the server: wait for it there.
+                return await candidate.matcher.wait(self._loop, uid, candidate.send, payload, timeout)
         if protocol.matcher.in_flight(uid):
             # Another request with this uid waits on the shared socket: an extra
             # socket, not a wait that would hang a call chain coming back here
@@ -219,18 +226,24 @@ class UdpClient(Client):
 
     async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
         loop = asyncio.get_running_loop()
-        self._lanes = [lane for lane in self._lanes if lane.transport is not None]
         for lane in self._lanes:
             if not lane.matcher.busy(uid):
                 return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
-        if len(self._lanes) >= MAX_EXTRA_LANES:
+        if len(self._lanes) + self._lanes_opening >= MAX_EXTRA_LANES:
             shared = await self._endpoint()  # every lane carries this uid: wait for its turn
             return await shared.matcher.wait(loop, uid, shared.send, payload, timeout)
+        generation = self._generation
+        self._lanes_opening += 1
         try:
-            _, lane = await loop.create_datagram_endpoint(
+            transport, lane = await loop.create_datagram_endpoint(
                 lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
         except OSError as exc:
             raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
+        finally:
+            self._lanes_opening -= 1
+        if generation != self._generation:
+            transport.close()  # close() came while it opened: nothing may be sent now
+            raise ClientClosed("the client was closed while waiting for a response")
         self._lanes.append(lane)
         return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
 
