@@ -635,7 +635,9 @@ class StreamClient(Client):
                 return
             # The lanes too: one whose path died silently would hang every request sent on it.
             lanes = [lane for lane in self._lanes if lane.alive]
-            await asyncio.gather(*(c.heartbeat(self.heartbeat_timeout) for c in (connection, *lanes)))
+            # return_exceptions: one connection's trouble must not end the heartbeats of all.
+            await asyncio.gather(*(c.heartbeat(self.heartbeat_timeout) for c in (connection, *lanes)),
+                                 return_exceptions=True)
 
     def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
         # A plain function returning the awaitable: on the common path (the
