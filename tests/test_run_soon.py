@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,17 @@ def fresh_keeper() -> Iterator[TaskKeeper]:
     ecosys.default_task_keeper.reset()
     yield ecosys.default_task_keeper
     ecosys.default_task_keeper.reset()
+
+
+def sleeps_then_records(seconds: float, done: list[str]) -> Callable[[str], asyncio.Task[None]]:
+    """A run_soon function that sleeps *seconds*, then appends its tag to *done*."""
+
+    @run_soon
+    async def background(tag: str) -> None:
+        await asyncio.sleep(seconds)
+        done.append(tag)
+
+    return background
 
 
 async def test_run_soon_returns_a_task_at_once(fresh_keeper: TaskKeeper) -> None:
@@ -162,10 +173,7 @@ async def test_application_stop_waits_for_run_soon_tasks(tmp_path: Path) -> None
     app = make_app(tmp_path)
     done: list[str] = []
 
-    @run_soon
-    async def background(tag: str) -> None:
-        await asyncio.sleep(0.3)
-        done.append(tag)
+    background = sleeps_then_records(0.3, done)
 
     await app.start()
     try:
@@ -204,14 +212,11 @@ async def test_application_with_own_task_keeper_waits_for_run_soon_tasks(tmp_pat
     app.configure(argv=[], environ={})
     done: list[str] = []
 
-    @run_soon
-    async def background() -> None:
-        await asyncio.sleep(0.2)
-        done.append("saved")
+    background = sleeps_then_records(0.2, done)
 
     await app.start()
     try:
-        task = background()
+        task = background("saved")
     finally:
         await app.stop()
     try:
@@ -285,14 +290,11 @@ async def test_a_refused_second_start_leaves_the_running_one_alone(tmp_path: Pat
     first, second = make_app(tmp_path), make_app(tmp_path)
     done: list[str] = []
 
-    @run_soon
-    async def background() -> None:
-        await asyncio.sleep(0.3)
-        done.append("finished")
+    background = sleeps_then_records(0.3, done)
 
     await first.start()
     try:
-        task = background()
+        task = background("finished")
         with pytest.raises(AlreadyRunning):
             await second.start()
         await second.stop()  # must not drain or cancel the first one's tasks
@@ -308,10 +310,7 @@ async def test_stopping_one_of_two_applications_gives_the_process_back_to_the_ot
 
     done: list[str] = []
 
-    @run_soon
-    async def background(tag: str) -> None:
-        await asyncio.sleep(0.3)
-        done.append(tag)
+    background = sleeps_then_records(0.3, done)
 
     registry = Registry()
 

@@ -160,7 +160,7 @@ def _gzip_namer(name: str) -> str:
 # The LogSetups installed now, oldest first (several applications in one process),
 # and the root logger's level before the first of them.
 _installed: list[LogSetup] = []
-_level_before: list[int] = [logging.WARNING]
+_level_before = logging.WARNING
 
 
 class LogSetup:
@@ -204,8 +204,9 @@ class LogSetup:
         self._handlers = handlers
         self._root = logging.getLogger()
         self.level = level
+        global _level_before
         if not _installed:
-            _level_before[:] = [self._root.level]
+            _level_before = self._root.level
         _installed.append(self)
         self._root.addHandler(self.queue_handler)
         self._root.setLevel(level)
@@ -218,7 +219,7 @@ class LogSetup:
             _installed.remove(self)
         # Another application's logging still installed keeps its level; the last
         # one out restores what the root logger had before the first came.
-        self._root.setLevel(_installed[-1].level if _installed else _level_before[0])
+        self._root.setLevel(_installed[-1].level if _installed else _level_before)
         self.listener.stop()
         console = self.console
         if console is not None:

@@ -290,21 +290,20 @@ class DurableQueue:
         self._due = False  # commit_interval passed with changes waiting
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._opening: sqlite3.Connection | None = None
         self.commits = 0
 
     # ----- thread side -----------------------------------------------------
 
     def _open_sync(self) -> list[Entry]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._opening = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Kept at once, so that a failing open is closed like any other (_close_sync).
+        db = self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.executescript(SCHEMA)
         db.executescript(CHANGES_SCHEMA)
         if self.index_uid:
             db.execute(UID_INDEX)
-        self._db = db
         entries = [_entry(r) for r in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")]
         # A file SQLite can only read (no write permission) opens and reads fine;
         # every commit would fail later, each request answered 600. Find out now.
@@ -346,9 +345,6 @@ class DurableQueue:
         if self._db is not None:
             self._db.close()
             self._db = None
-        elif self._opening is not None:
-            self._opening.close()  # a failed open's connection
-        self._opening = None
 
     def _commit_due_batches(self) -> None:
         """Thread: commit batches back to back while one is due, then stop.

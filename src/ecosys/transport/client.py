@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Coroutine
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import pydantic
@@ -227,6 +227,29 @@ class Client:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
+
+
+class HasMatcher(Protocol):
+    """A connection or socket with its ResponseMatcher."""
+
+    matcher: ResponseMatcher
+
+
+C = TypeVar("C", bound=HasMatcher)
+
+
+def awaiting_late_answer(uid: str, shared: C, lanes: list[C]) -> C | None:
+    """The connection on which a timed-out request with *uid* may still be answered, if any.
+
+    A new request with that uid is sent there, after the late answer (or the
+    end of its window): on another connection it would overtake the attempt
+    that may still be running on the server.
+    """
+    for candidate in (shared, *lanes):
+        gone = candidate.matcher.abandoned.get(uid)
+        if gone is not None and not gone.done():
+            return candidate
+    return None
 
 
 class ResponseMatcher:
@@ -656,13 +679,11 @@ class StreamClient(Client):
         if not self.persistent:
             return await self._exchange_alone(uid, payload, timeout)
         connection = await self._shared_connection()
-        self._lanes = [lane for lane in self._lanes if lane.alive]
-        for candidate in (connection, *self._lanes):
-            gone = candidate.matcher.abandoned.get(uid)
-            if gone is not None and not gone.done():
-                # A timed-out attempt with this uid may still be running on the server:
-                # wait for its late answer there, never overtake it on another connection.
-                return await candidate.request(loop, uid, payload, timeout)
+        if self._lanes:
+            self._lanes = [lane for lane in self._lanes if lane.alive]
+        owner = awaiting_late_answer(uid, connection, self._lanes)
+        if owner is not None:
+            return await owner.request(loop, uid, payload, timeout)
         if connection.matcher.in_flight(uid):
             return await self._exchange_on_lane(uid, payload, timeout)
         return await connection.request(loop, uid, payload, timeout)
@@ -682,36 +703,34 @@ class StreamClient(Client):
             if not lane.matcher.busy(uid):
                 return await lane.request(loop, uid, payload, timeout)
         if len(self._lanes) + self._lanes_opening < MAX_EXTRA_LANES:
-            generation = self._generation
             self._lanes_opening += 1
             try:
-                lane = await self._connected_unless_closed(generation)
+                lane = await self._connected_unless_closed()
             finally:
                 self._lanes_opening -= 1
-            if generation != self._generation:
-                lane.close()  # close() came while it connected: nothing may be sent now
-                raise ClientClosed(f"the client was closed while connecting to {self.url}")
             self._lanes.append(lane)
             return await lane.request(loop, uid, payload, timeout)
         shared = await self._shared_connection()
         return await shared.request(loop, uid, payload, timeout)
 
-    async def _connected_unless_closed(self, generation: int) -> StreamClientProtocol:
+    async def _connected_unless_closed(self) -> StreamClientProtocol:
+        """A new connection, or ClientClosed if close() came while it was being opened."""
+        generation = self._generation
         try:
-            return await self._connect()
+            connection = await self._connect()
         except ConnectFailed as exc:
             if generation != self._generation:
-                # close() came while it connected: ClientClosed is not retried (ConnectFailed would be).
+                # ClientClosed is not retried (ConnectFailed would be, reopening the client).
                 raise ClientClosed(f"the client was closed while connecting to {self.url}") from exc
             raise
+        if generation != self._generation:
+            connection.close()  # nothing may be sent on it now
+            raise ClientClosed(f"the client was closed while connecting to {self.url}")
+        return connection
 
     async def _exchange_alone(self, uid: str, payload: bytes, timeout: float) -> Response:
         """One request on a connection of its own, closed after the answer (persistent=False)."""
-        generation = self._generation
-        connection = await self._connected_unless_closed(generation)
-        if generation != self._generation:
-            connection.close()  # close() came while it connected: nothing may be sent now
-            raise ClientClosed(f"the client was closed while connecting to {self.url}")
+        connection = await self._connected_unless_closed()
         self._alone.add(connection)
         try:
             return await connection.request(asyncio.get_running_loop(), uid, payload, timeout)

@@ -18,7 +18,7 @@ from ..protocol import (
 )
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
-from .client import MAX_EXTRA_LANES, Client, ResponseMatcher, address_url
+from .client import MAX_EXTRA_LANES, Client, ResponseMatcher, address_url, awaiting_late_answer
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -198,25 +198,26 @@ class UdpClient(Client):
         assert self._lock is not None
         async with self._lock:
             if self._protocol is None or self._protocol.transport is None:
-                try:
-                    _, proto = await loop.create_datagram_endpoint(
-                        lambda: _UdpClientProtocol(self.retry_on_timeout),
-                        remote_addr=(self.host, self.port),
-                    )
-                except OSError as exc:
-                    raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
-                self._protocol = proto
+                self._protocol = await self._open_socket()
             return self._protocol
+
+    async def _open_socket(self) -> _UdpClientProtocol:
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
+        except OSError as exc:
+            raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
+        return protocol
 
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
-        self._lanes = [lane for lane in self._lanes if lane.transport is not None]
-        for candidate in (protocol, *self._lanes):
-            gone = candidate.matcher.abandoned.get(uid)
-            if gone is not None and not gone.done():
-                # A timed-out attempt may still run on the server: wait for it there.
-                return await candidate.matcher.wait(self._loop, uid, candidate.send, payload, timeout)
+        if self._lanes:
+            self._lanes = [lane for lane in self._lanes if lane.transport is not None]
+            owner = awaiting_late_answer(uid, protocol, self._lanes)
+            if owner is not None:
+                return await owner.matcher.wait(self._loop, uid, owner.send, payload, timeout)
         if protocol.matcher.in_flight(uid):
             # Another request with this uid waits on the shared socket: an extra
             # socket, not a wait that would hang a call chain coming back here
@@ -235,14 +236,12 @@ class UdpClient(Client):
         generation = self._generation
         self._lanes_opening += 1
         try:
-            transport, lane = await loop.create_datagram_endpoint(
-                lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
-        except OSError as exc:
-            raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
+            lane = await self._open_socket()
         finally:
             self._lanes_opening -= 1
         if generation != self._generation:
-            transport.close()  # close() came while it opened: nothing may be sent now
+            assert lane.transport is not None
+            lane.transport.close()  # close() came while it opened: nothing may be sent now
             raise ClientClosed("the client was closed while waiting for a response")
         self._lanes.append(lane)
         return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
