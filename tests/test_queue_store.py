@@ -450,3 +450,34 @@ async def test_a_file_another_process_is_writing_opens_at_once(
     await queue.insert([Entry(seq=1, uid="u1", request=b"{}")], durable=True)
     await queue.close()
     assert rows(path) == [(1, "u1")]
+
+
+async def test_one_batch_of_every_kind_of_change_stores_every_column(tmp_path: Path) -> None:
+    # Plain puts bind fewer columns than puts with a group key, reason or failure
+    # time; with deletes and attempt counts they share statements, split past the limit.
+    path = tmp_path / "q.sqlite"
+    queue = DurableQueue(path)
+    await queue.open()
+    await queue.insert([Entry(seq=i, uid=f"old{i}", request=b"{}") for i in range(10)], durable=True)
+    count = MAX_CHANGES_PER_STATEMENT + 5
+    plain = [Entry(seq=100 + 2 * i, uid=f"p{i}", request=b'{"n":%d}' % i, attempts=i % 3,
+                   created=1000.5 + i) for i in range(count // 2)]
+    full = [Entry(seq=101 + 2 * i, uid=f"f{i}", request=b"[1]", group_key=f"g{i % 4}",
+                  created=7.25, generation=2, reason=f"why {i}" if i % 2 else None,
+                  failed_at=None if i % 2 else 99.5) for i in range(count - count // 2)]
+    queue.insert_nowait(plain + full, durable=False)
+    queue.delete_nowait([1, 2, 3, 7])
+    for seq in (0, 4, 9):
+        queue.set_attempts_nowait(Entry(seq=seq, uid="ignored", request=b"{}", attempts=seq + 5))
+    await queue.flush()
+    await queue.close()
+    with sqlite3.connect(path) as db:
+        stored = list(db.execute("SELECT seq, generation, uid, request, attempts, group_key, created, "
+                                 "reason, failed_at FROM entries ORDER BY seq"))
+    expected = [(s, 0, f"old{s}", b"{}", s + 5 if s in (0, 4, 9) else 0, None, None, None, None)
+                for s in (0, 4, 5, 6, 8, 9)]
+    expected += sorted((e.seq, e.generation, e.uid, e.request, e.attempts, e.group_key, e.created,
+                        e.reason, e.failed_at) for e in plain + full)
+    # The old rows' creation times are whatever time.time() said: compare the rest.
+    assert [row[:6] + row[7:] for row in stored[:6]] == [row[:6] + row[7:] for row in expected[:6]]
+    assert stored[6:] == expected[6:]

@@ -122,7 +122,33 @@ WHEN NEW.op = {_OP_ATTEMPTS} BEGIN
     UPDATE entries SET attempts = NEW.attempts WHERE seq = NEW.seq;
 END;
 """
-_CHANGE_WIDTH = len(_CHANGE_COLUMNS)
+
+
+def _row_sql(op: int, *bound: str) -> str:
+    """A row of the changes view: *bound* columns are parameters, the others literal NULL.
+
+    Literal, because every NULL or bytes parameter costs the sqlite3 module an
+    adapter lookup (a tuple, a dict probe, two attribute probes) while holding
+    the GIL the event loop is waiting for; ints, floats and strs bind directly.
+    """
+    return "(" + ",".join([str(op)] + ["?" if name in bound else "NULL"
+                                       for name in _CHANGE_COLUMNS[1:]]) + ")"
+
+
+# Row kinds in the order a batch's changes apply, each with its row and the
+# width of its parameters. A pending entry has no group key, reason or failure
+# time: it binds six values where an entry with any of those binds all nine.
+_CLEAR, _DELETE, _PUT, _PUT_FULL, _ATTEMPTS = range(5)
+_KIND_ROWS = (
+    _row_sql(_OP_CLEAR),
+    _row_sql(_OP_DELETE, "last_seq", "seq"),
+    _row_sql(_OP_PUT, "seq", "generation", "uid", "request", "attempts", "created"),
+    _row_sql(_OP_PUT, *_COLUMNS.split(", ")),
+    _row_sql(_OP_ATTEMPTS, "seq", "attempts"),
+)
+# A row no trigger acts on: each kind's rows are padded to a few counts, so a
+# handful of prepared statements serve every batch.
+_NO_CHANGE_ROW = _row_sql(-1)
 # SQLite allows 32,766 parameters per statement; bigger batches take several
 # statements inside one explicit transaction.
 MAX_CHANGES_PER_STATEMENT = 2048
@@ -139,19 +165,8 @@ WRITE_PROBE_WAIT_MS = 100
 BUSY_TIMEOUT_MS = 5000
 
 
-def _change(op: int, **values: Any) -> tuple[Any, ...]:
-    """One row of the changes view (columns not given are NULL)."""
-    return (op, *(values.get(name) for name in _CHANGE_COLUMNS[1:]))
-
-
-_CLEAR_CHANGE = _change(_OP_CLEAR)
-# A row no trigger acts on: statements are padded to a few sizes, so a handful
-# of prepared statements serve every batch size.
-_NO_CHANGE = _change(-1)
-
-
 def _statement_size(count: int) -> int:
-    """The padded row count of a statement carrying *count* changes."""
+    """The padded row count of a statement carrying *count* changes of one kind."""
     if count <= 16:
         return count
     if count <= 256:
@@ -159,36 +174,60 @@ def _statement_size(count: int) -> int:
     return min(1 << (count - 1).bit_length(), MAX_CHANGES_PER_STATEMENT)
 
 
-@functools.lru_cache(maxsize=64)
-def _changes_sql(size: int) -> str:
-    """The INSERT of *size* change rows (a padded size: see _statement_size)."""
-    row = "(" + ",".join("?" * _CHANGE_WIDTH) + ")"
-    return "INSERT INTO changes VALUES " + ",".join([row] * size)
+@functools.lru_cache(maxsize=256)
+def _changes_sql(counts: tuple[int, ...]) -> str:
+    """The INSERT of as many rows of each kind as *counts* says, each kind padded."""
+    rows: list[str] = []
+    for kind, count in enumerate(counts):
+        rows += [_KIND_ROWS[kind]] * count
+        rows += [_NO_CHANGE_ROW] * (_statement_size(count) - count)
+    return "INSERT INTO changes VALUES " + ",".join(rows)
 
 
-def _execute_changes(db: sqlite3.Connection, params: list[Any]) -> None:
-    """Run one statement for at most MAX_CHANGES_PER_STATEMENT changes in *params*."""
-    count = len(params) // _CHANGE_WIDTH
-    size = _statement_size(count)
-    if size > count:
-        params = params + list(_NO_CHANGE) * (size - count)
-    db.execute(_changes_sql(size), params)
+class _Statement:
+    """The rows of one INSERT INTO changes: a count per kind and their parameters, flat."""
+
+    __slots__ = ("counts", "params", "rows")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_KIND_ROWS)
+        self.params: list[Any] = []
+        self.rows = 0
+
+    def sql(self) -> str:
+        return _changes_sql(tuple(self.counts))
 
 
-def _change_params(batch: _Batch) -> list[Any]:
-    """The batch's changes in the order they apply, as one flat parameter list."""
-    params: list[Any] = []
+def _change_statements(batch: _Batch) -> list[_Statement]:
+    """The batch's changes in the order they apply, at most MAX_CHANGES_PER_STATEMENT a statement."""
+    statements = [_Statement()]
+
+    def add(kind: int, values: Sequence[Any]) -> None:
+        statement = statements[-1]
+        if statement.rows == MAX_CHANGES_PER_STATEMENT:
+            statement = _Statement()
+            statements.append(statement)
+        statement.counts[kind] += 1
+        statement.rows += 1
+        statement.params.extend(values)
+
     if batch.clear:
-        params.extend(_CLEAR_CHANGE)
+        add(_CLEAR, ())
     for first, last in _runs(batch.deletes):
-        params.extend(_change(_OP_DELETE, seq=first, last_seq=last))
+        add(_DELETE, (last, first))
+    full = []
     for row in batch.rows.values():
-        params.append(_OP_PUT)
-        params.append(None)
-        params.extend(row)
+        # (seq, generation, uid, request, attempts, group_key, created, reason, failed_at)
+        if row[5] is None and row[7] is None and row[8] is None:
+            add(_PUT, (row[0], row[1], row[2], row[3], row[4], row[6]))
+        else:
+            full.append(row)
+    # After the plain puts, as the statement orders them: puts never touch the same seq.
+    for row in full:
+        add(_PUT_FULL, row)
     for seq, attempts in batch.attempts.items():
-        params.extend(_change(_OP_ATTEMPTS, seq=seq, attempts=attempts))
-    return params
+        add(_ATTEMPTS, (seq, attempts))
+    return statements
 
 
 def _runs(seqs: set[int]) -> list[list[int]]:
@@ -326,16 +365,15 @@ class DurableQueue:
     def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
-        params = _change_params(batch)
-        step = MAX_CHANGES_PER_STATEMENT * _CHANGE_WIDTH
-        if len(params) <= step:
+        statements = _change_statements(batch)
+        if len(statements) == 1:
             # Outside a transaction: the statement is its own, all or nothing.
-            _execute_changes(db, params)
+            db.execute(statements[0].sql(), statements[0].params)
             return
         db.execute("BEGIN")
         try:
-            for start in range(0, len(params), step):
-                _execute_changes(db, params[start:start + step])
+            for statement in statements:
+                db.execute(statement.sql(), statement.params)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
