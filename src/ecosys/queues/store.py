@@ -492,6 +492,41 @@ class DurableQueue:
                 batch.listeners.append(on_commit)
             return committed
 
+    def insert_one_nowait(self, entry: Entry, on_commit: CommitListener | None = None
+                          ) -> asyncio.Future[None] | None:
+        """:meth:`insert_nowait` of one entry, with *durable* by max_uncommitted: the path of every request."""
+        seq = entry.seq
+        with self._lock:
+            batch = self._writable()
+            batch.inserts += 1
+            self._uncommitted_inserts += 1
+            # As in insert_nowait: while an earlier insert waits, this one waits too.
+            must_wait = (self.max_uncommitted == 0 or self._waiting_inserts > 0
+                         or self._uncommitted_inserts > self.max_uncommitted)
+            batch.rows[seq] = _row(entry)
+            if batch.deletes:
+                batch.deletes.discard(seq)
+            if batch.attempts:
+                batch.attempts.pop(seq, None)
+            if not must_wait:
+                return self._changed_nowait(wait=False)
+            batch.waited.add(seq)
+            self._waiting_inserts += 1
+            committed = self._changed_nowait(wait=True)
+            if committed is not None and on_commit is not None:
+                batch.listeners.append(on_commit)
+            return committed
+
+    def delete_one_nowait(self, seq: int) -> None:
+        """:meth:`delete_nowait` of one entry nobody waits for: the path of every handled request."""
+        with self._lock:
+            batch = self._writable()
+            batch.rows.pop(seq, None)
+            batch.attempts.pop(seq, None)
+            batch.deletes.add(seq)
+            batch.waited_deletes.discard(seq)
+            self._changed_nowait(wait=False)
+
     def delete_nowait(self, seqs: list[int], *, waited: bool = False) -> asyncio.Future[None] | None:
         """Remove the entries with these sequence numbers (committed with a later batch).
 
