@@ -494,7 +494,7 @@ class DurableQueue:
 
     def insert_one_nowait(self, entry: Entry, on_commit: CommitListener | None = None
                           ) -> asyncio.Future[None] | None:
-        """:meth:`insert_nowait` of one entry, with *durable* by max_uncommitted: the path of every request."""
+        """:meth:`insert_nowait` of one entry, durable by max_uncommitted: every request's path."""
         seq = entry.seq
         with self._lock:
             batch = self._writable()
