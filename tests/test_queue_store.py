@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecosys.queues.pair import QueuePair
-from ecosys.queues.store import MAX_CHANGES_PER_STATEMENT, DurableQueue, Entry
+from ecosys.queues.store import MAX_CHANGES_PER_STATEMENT, DurableQueue, Entry, _changes_sql
 
 
 def rows(path: Path) -> list[tuple[int, str]]:
@@ -481,3 +481,21 @@ async def test_one_batch_of_every_kind_of_change_stores_every_column(tmp_path: P
     # The old rows' creation times are whatever time.time() said: compare the rest.
     assert [row[:6] + row[7:] for row in stored[:6]] == [row[:6] + row[7:] for row in expected[:6]]
     assert stored[6:] == expected[6:]
+
+
+async def test_batches_of_every_size_share_a_few_statements(tmp_path: Path) -> None:
+    # SQLite prepares each distinct statement text again (about a commit's worth
+    # of CPU): the text must depend on a few padded counts, not on exact ones.
+    _changes_sql.cache_clear()
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    await queue.open()
+    seq = 0
+    for size in range(1, 301):
+        await queue.insert([Entry(seq=seq + i, uid=f"u{seq + i}", request=b"{}") for i in range(size)],
+                           durable=True)
+        queue.delete_nowait(list(range(seq, seq + size, 3)))  # a run per deleted entry
+        seq += size
+    await queue.flush()
+    assert len(rows(tmp_path / "q.sqlite")) == seq - sum(len(range(0, size, 3)) for size in range(1, 301))
+    assert _changes_sql.cache_info().currsize <= 80
+    await queue.close()

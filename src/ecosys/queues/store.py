@@ -124,34 +124,38 @@ END;
 """
 
 
-def _row_sql(op: int, *bound: str) -> str:
-    """A row of the changes view: *bound* columns are parameters, the others literal NULL.
+def _row_sql(*bound: str) -> str:
+    """A row of the changes view: its op and *bound* columns are parameters, the others NULL.
 
-    Literal, because every NULL or bytes parameter costs the sqlite3 module an
-    adapter lookup (a tuple, a dict probe, two attribute probes) while holding
-    the GIL the event loop is waiting for; ints, floats and strs bind directly.
+    Literal NULLs, because every NULL or bytes parameter costs the sqlite3
+    module an adapter lookup (a tuple, a dict probe, two attribute probes)
+    while holding the GIL the event loop is waiting for; ints, floats and
+    strs bind directly.
     """
-    return "(" + ",".join([str(op)] + ["?" if name in bound else "NULL"
-                                       for name in _CHANGE_COLUMNS[1:]]) + ")"
+    return "(" + ",".join(["?"] + ["?" if name in bound else "NULL"
+                                   for name in _CHANGE_COLUMNS[1:]]) + ")"
 
 
-# Row kinds in the order a batch's changes apply, each with its row and the
-# width of its parameters. A pending entry has no group key, reason or failure
-# time: it binds six values where an entry with any of those binds all nine.
+# Row kinds in the order a batch's changes apply. A pending entry has no group
+# key, reason or failure time: it binds six values where an entry with any of
+# those binds all nine.
 _CLEAR, _DELETE, _PUT, _PUT_FULL, _ATTEMPTS = range(5)
 _KIND_ROWS = (
-    _row_sql(_OP_CLEAR),
-    _row_sql(_OP_DELETE, "last_seq", "seq"),
-    _row_sql(_OP_PUT, "seq", "generation", "uid", "request", "attempts", "created"),
-    _row_sql(_OP_PUT, *_COLUMNS.split(", ")),
-    _row_sql(_OP_ATTEMPTS, "seq", "attempts"),
+    _row_sql(),
+    _row_sql("last_seq", "seq"),
+    _row_sql("seq", "generation", "uid", "request", "attempts", "created"),
+    _row_sql(*_COLUMNS.split(", ")),
+    _row_sql("seq", "attempts"),
 )
-# A row no trigger acts on: each kind's rows are padded to a few counts, so a
-# handful of prepared statements serve every batch.
-_NO_CHANGE_ROW = _row_sql(-1)
-# SQLite allows 32,766 parameters per statement; bigger batches take several
-# statements inside one explicit transaction.
-MAX_CHANGES_PER_STATEMENT = 2048
+# The rows of each kind are padded to a few counts with rows no trigger acts on
+# (op -1, the other values 0: ints bind fastest), so that a handful of prepared
+# statements serve every batch; the text of a statement depends only on the
+# padded counts.
+_PADDING = tuple((-1,) + (0,) * (row.count("?") - 1) for row in _KIND_ROWS)
+# At most this many changes per statement: padded (at most doubled) and with the
+# widest rows, a statement binds under SQLite's 32,766 parameters. Bigger
+# batches take several statements inside one explicit transaction.
+MAX_CHANGES_PER_STATEMENT = 1024
 # The most commits one job makes back to back before it queues itself again
 # behind whatever else waits for the queue's thread (a read, the close).
 COMMITS_PER_JOB = 8
@@ -165,8 +169,12 @@ WRITE_PROBE_WAIT_MS = 100
 BUSY_TIMEOUT_MS = 5000
 
 
-def _statement_size(count: int) -> int:
-    """The padded row count of a statement carrying *count* changes of one kind."""
+def _padded_count(kind: int, count: int) -> int:
+    """How many rows a statement gives a kind of change of which it carries *count*."""
+    if count <= 2 or kind in (_CLEAR, _DELETE, _ATTEMPTS):
+        # Deletes (runs of seqs) and attempt counts are few per batch: powers of
+        # two keep the number of statement shapes small.
+        return 1 << (count - 1).bit_length() if count else 0
     if count <= 16:
         return count
     if count <= 256:
@@ -174,28 +182,36 @@ def _statement_size(count: int) -> int:
     return min(1 << (count - 1).bit_length(), MAX_CHANGES_PER_STATEMENT)
 
 
-@functools.lru_cache(maxsize=256)
-def _changes_sql(counts: tuple[int, ...]) -> str:
-    """The INSERT of as many rows of each kind as *counts* says, each kind padded."""
+@functools.lru_cache(maxsize=128)
+def _changes_sql(padded: tuple[int, ...]) -> str:
+    """The INSERT of as many rows of each kind as *padded* says."""
     rows: list[str] = []
-    for kind, count in enumerate(counts):
+    for kind, count in enumerate(padded):
         rows += [_KIND_ROWS[kind]] * count
-        rows += [_NO_CHANGE_ROW] * (_statement_size(count) - count)
     return "INSERT INTO changes VALUES " + ",".join(rows)
 
 
 class _Statement:
-    """The rows of one INSERT INTO changes: a count per kind and their parameters, flat."""
+    """One INSERT INTO changes: per kind of change, its row count and parameters, flat."""
 
     __slots__ = ("counts", "params", "rows")
 
     def __init__(self) -> None:
         self.counts = [0] * len(_KIND_ROWS)
-        self.params: list[Any] = []
+        self.params: list[list[Any]] = [[] for _ in _KIND_ROWS]
         self.rows = 0
 
-    def sql(self) -> str:
-        return _changes_sql(tuple(self.counts))
+    def sql_and_params(self) -> tuple[str, list[Any]]:
+        """The statement's text and its parameters, every kind padded."""
+        padded = []
+        params: list[Any] = []
+        for kind, count in enumerate(self.counts):
+            size = _padded_count(kind, count)
+            padded.append(size)
+            params += self.params[kind]
+            if size > count:
+                params += _PADDING[kind] * (size - count)
+        return _changes_sql(tuple(padded)), params
 
 
 def _change_statements(batch: _Batch) -> list[_Statement]:
@@ -209,24 +225,24 @@ def _change_statements(batch: _Batch) -> list[_Statement]:
             statements.append(statement)
         statement.counts[kind] += 1
         statement.rows += 1
-        statement.params.extend(values)
+        statement.params[kind].extend(values)
 
     if batch.clear:
-        add(_CLEAR, ())
+        add(_CLEAR, (_OP_CLEAR,))
     for first, last in _runs(batch.deletes):
-        add(_DELETE, (last, first))
+        add(_DELETE, (_OP_DELETE, last, first))
     full = []
     for row in batch.rows.values():
         # (seq, generation, uid, request, attempts, group_key, created, reason, failed_at)
         if row[5] is None and row[7] is None and row[8] is None:
-            add(_PUT, (row[0], row[1], row[2], row[3], row[4], row[6]))
+            add(_PUT, (_OP_PUT, row[0], row[1], row[2], row[3], row[4], row[6]))
         else:
             full.append(row)
     # After the plain puts, as the statement orders them: puts never touch the same seq.
     for row in full:
-        add(_PUT_FULL, row)
+        add(_PUT_FULL, (_OP_PUT, *row))
     for seq, attempts in batch.attempts.items():
-        add(_ATTEMPTS, (seq, attempts))
+        add(_ATTEMPTS, (_OP_ATTEMPTS, seq, attempts))
     return statements
 
 
@@ -368,12 +384,12 @@ class DurableQueue:
         statements = _change_statements(batch)
         if len(statements) == 1:
             # Outside a transaction: the statement is its own, all or nothing.
-            db.execute(statements[0].sql(), statements[0].params)
+            db.execute(*statements[0].sql_and_params())
             return
         db.execute("BEGIN")
         try:
             for statement in statements:
-                db.execute(statement.sql(), statement.params)
+                db.execute(*statement.sql_and_params())
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
