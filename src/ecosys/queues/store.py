@@ -124,38 +124,27 @@ END;
 """
 
 
-def _row_sql(*bound: str) -> str:
-    """A row of the changes view: its op and *bound* columns are parameters, the others NULL.
-
-    Literal NULLs, because every NULL or bytes parameter costs the sqlite3
-    module an adapter lookup (a tuple, a dict probe, two attribute probes)
-    while holding the GIL the event loop is waiting for; ints, floats and
-    strs bind directly.
-    """
-    return "(" + ",".join(["?"] + ["?" if name in bound else "NULL"
-                                   for name in _CHANGE_COLUMNS[1:]]) + ")"
-
-
-# Row kinds in the order a batch's changes apply. A pending entry has no group
-# key, reason or failure time: it binds six values where an entry with any of
-# those binds all nine.
-_CLEAR, _DELETE, _PUT, _PUT_FULL, _ATTEMPTS = range(5)
-_KIND_ROWS = (
-    _row_sql(),
-    _row_sql("last_seq", "seq"),
-    _row_sql("seq", "generation", "uid", "request", "attempts", "created"),
-    _row_sql(*_COLUMNS.split(", ")),
-    _row_sql("seq", "attempts"),
-)
-# The rows of each kind are padded to a few counts with rows no trigger acts on
-# (op -1, the other values 0: ints bind fastest), so that a handful of prepared
-# statements serve every batch; the text of a statement depends only on the
-# padded counts.
-_PADDING = tuple((-1,) + (0,) * (row.count("?") - 1) for row in _KIND_ROWS)
-# At most this many changes per statement: padded (at most doubled) and with the
-# widest rows, a statement binds under SQLite's 32,766 parameters. Bigger
-# batches take several statements inside one explicit transaction.
-MAX_CHANGES_PER_STATEMENT = 1024
+# Every row of a statement has the same shape, so a statement's text depends
+# only on its row count and on which of two shapes it uses: a handful of
+# prepared statements serve batches of every size and mix (preparing a new one
+# costs about as much as a commit). Values a row's trigger does not read are
+# bound as integer zeros, and the columns no row of the statement sets are
+# literal NULLs: every NULL or bytes parameter costs the sqlite3 module an
+# adapter lookup (a tuple, a dict probe, two attribute probes) while holding
+# the GIL the event loop waits for, where ints, floats and strs bind directly.
+_OPTIONAL_COLUMNS = ("group_key", "reason", "failed_at")
+# Batches whose puts are all pending entries without a group key (the common case).
+_PLAIN_ROW = "(" + ",".join("NULL" if name in _OPTIONAL_COLUMNS else "?"
+                            for name in _CHANGE_COLUMNS) + ")"
+# Batches with a put that has a group key, a failure reason or a failure time.
+_FULL_ROW = "(" + ",".join("?" for _ in _CHANGE_COLUMNS) + ")"
+_PLAIN_WIDTH = _PLAIN_ROW.count("?")
+_FULL_WIDTH = len(_CHANGE_COLUMNS)
+# A row no trigger acts on, padding a statement to one of a few sizes.
+_OP_NONE = -1
+# SQLite allows 32,766 parameters per statement; bigger batches take several
+# statements inside one explicit transaction.
+MAX_CHANGES_PER_STATEMENT = 2048
 # The most commits one job makes back to back before it queues itself again
 # behind whatever else waits for the queue's thread (a read, the close).
 COMMITS_PER_JOB = 8
@@ -169,12 +158,8 @@ WRITE_PROBE_WAIT_MS = 100
 BUSY_TIMEOUT_MS = 5000
 
 
-def _padded_count(kind: int, count: int) -> int:
-    """How many rows a statement gives a kind of change of which it carries *count*."""
-    if count <= 2 or kind in (_CLEAR, _DELETE, _ATTEMPTS):
-        # Deletes (runs of seqs) and attempt counts are few per batch: powers of
-        # two keep the number of statement shapes small.
-        return 1 << (count - 1).bit_length() if count else 0
+def _statement_size(count: int) -> int:
+    """The padded row count of a statement carrying *count* changes."""
     if count <= 16:
         return count
     if count <= 256:
@@ -183,67 +168,46 @@ def _padded_count(kind: int, count: int) -> int:
 
 
 @functools.lru_cache(maxsize=128)
-def _changes_sql(padded: tuple[int, ...]) -> str:
-    """The INSERT of as many rows of each kind as *padded* says."""
-    rows: list[str] = []
-    for kind, count in enumerate(padded):
-        rows += [_KIND_ROWS[kind]] * count
-    return "INSERT INTO changes VALUES " + ",".join(rows)
+def _changes_sql(size: int, full: bool) -> str:
+    """The INSERT of *size* rows of one shape (see _PLAIN_ROW and _FULL_ROW)."""
+    return "INSERT INTO changes VALUES " + ",".join([_FULL_ROW if full else _PLAIN_ROW] * size)
 
 
-class _Statement:
-    """One INSERT INTO changes: per kind of change, its row count and parameters, flat."""
+def _change_params(batch: _Batch, full: bool) -> list[Any]:
+    """The batch's changes in the order they apply, as one flat parameter list of rows.
 
-    __slots__ = ("counts", "params", "rows")
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(_KIND_ROWS)
-        self.params: list[list[Any]] = [[] for _ in _KIND_ROWS]
-        self.rows = 0
-
-    def sql_and_params(self) -> tuple[str, list[Any]]:
-        """The statement's text and its parameters, every kind padded."""
-        padded = []
-        params: list[Any] = []
-        for kind, count in enumerate(self.counts):
-            size = _padded_count(kind, count)
-            padded.append(size)
-            params += self.params[kind]
-            if size > count:
-                params += _PADDING[kind] * (size - count)
-        return _changes_sql(tuple(padded)), params
-
-
-def _change_statements(batch: _Batch) -> list[_Statement]:
-    """The batch's changes in the order they apply, at most MAX_CHANGES_PER_STATEMENT a statement."""
-    statements = [_Statement()]
-
-    def add(kind: int, values: Sequence[Any]) -> None:
-        statement = statements[-1]
-        if statement.rows == MAX_CHANGES_PER_STATEMENT:
-            statement = _Statement()
-            statements.append(statement)
-        statement.counts[kind] += 1
-        statement.rows += 1
-        statement.params[kind].extend(values)
-
+    Columns: op, last_seq, seq, generation, uid, request, attempts, then (in
+    *full* rows only) group_key, then created, then (full only) reason and
+    failed_at.
+    """
+    params: list[Any] = []
+    tail = (0, 0, 0, 0) if full else (0,)  # group_key, created, reason, failed_at / created
     if batch.clear:
-        add(_CLEAR, (_OP_CLEAR,))
+        params += (_OP_CLEAR, 0, 0, 0, 0, 0, 0, *tail)
     for first, last in _runs(batch.deletes):
-        add(_DELETE, (_OP_DELETE, last, first))
-    full = []
-    for row in batch.rows.values():
-        # (seq, generation, uid, request, attempts, group_key, created, reason, failed_at)
-        if row[5] is None and row[7] is None and row[8] is None:
-            add(_PUT, (_OP_PUT, row[0], row[1], row[2], row[3], row[4], row[6]))
-        else:
-            full.append(row)
-    # After the plain puts, as the statement orders them: puts never touch the same seq.
-    for row in full:
-        add(_PUT_FULL, (_OP_PUT, *row))
+        params += (_OP_DELETE, last, first, 0, 0, 0, 0, *tail)
+    if full:
+        for row in batch.rows.values():
+            params.append(_OP_PUT)
+            params.append(0)
+            params += row
+    else:
+        for row in batch.rows.values():
+            # (seq, generation, uid, request, attempts, group_key, created, reason, failed_at)
+            params += (_OP_PUT, 0, row[0], row[1], row[2], row[3], row[4], row[6])
     for seq, attempts in batch.attempts.items():
-        add(_ATTEMPTS, (_OP_ATTEMPTS, seq, attempts))
-    return statements
+        params += (_OP_ATTEMPTS, 0, seq, 0, 0, 0, attempts, *tail)
+    return params
+
+
+def _execute_changes(db: sqlite3.Connection, params: list[Any], full: bool) -> None:
+    """Run one statement for at most MAX_CHANGES_PER_STATEMENT rows of *params*."""
+    width = _FULL_WIDTH if full else _PLAIN_WIDTH
+    count = len(params) // width
+    size = _statement_size(count)
+    if size > count:
+        params = params + ([_OP_NONE] + [0] * (width - 1)) * (size - count)
+    db.execute(_changes_sql(size, full), params)
 
 
 def _runs(seqs: set[int]) -> list[list[int]]:
@@ -381,15 +345,18 @@ class DurableQueue:
     def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
-        statements = _change_statements(batch)
-        if len(statements) == 1:
+        full = not all(row[5] is None and row[7] is None and row[8] is None
+                       for row in batch.rows.values())
+        params = _change_params(batch, full)
+        step = MAX_CHANGES_PER_STATEMENT * (_FULL_WIDTH if full else _PLAIN_WIDTH)
+        if len(params) <= step:
             # Outside a transaction: the statement is its own, all or nothing.
-            db.execute(*statements[0].sql_and_params())
+            _execute_changes(db, params, full)
             return
         db.execute("BEGIN")
         try:
-            for statement in statements:
-                db.execute(*statement.sql_and_params())
+            for start in range(0, len(params), step):
+                _execute_changes(db, params[start:start + step], full)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
