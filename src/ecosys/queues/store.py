@@ -188,13 +188,11 @@ def _change_params(batch: _Batch, full: bool) -> list[Any]:
         params += (_OP_DELETE, last, first, 0, 0, 0, 0, *tail)
     if full:
         for row in batch.rows.values():
-            params.append(_OP_PUT)
-            params.append(0)
-            params += row
+            # A plain row widened: group_key, reason and failed_at bound as NULL.
+            params += row if len(row) == _FULL_WIDTH else (*row[:7], None, row[7], None, None)
     else:
         for row in batch.rows.values():
-            # (seq, generation, uid, request, attempts, group_key, created, reason, failed_at)
-            params += (_OP_PUT, 0, row[0], row[1], row[2], row[3], row[4], row[6])
+            params += row
     for seq, attempts in batch.attempts.items():
         params += (_OP_ATTEMPTS, 0, seq, 0, 0, 0, attempts, *tail)
     return params
@@ -216,6 +214,11 @@ def _runs(seqs: set[int]) -> list[list[int]]:
     Workers finish entries mostly in arrival order, so a commit's deletes are
     a run or two: one range delete each instead of one lookup per entry.
     """
+    if not seqs:
+        return []
+    first, last = min(seqs), max(seqs)
+    if last - first + 1 == len(seqs):
+        return [[first, last]]  # the common case, without sorting
     runs: list[list[int]] = []
     for seq in sorted(seqs):
         if runs and seq == runs[-1][1] + 1:
@@ -226,7 +229,15 @@ def _runs(seqs: set[int]) -> list[list[int]]:
 
 
 def _row(entry: Entry) -> tuple[Any, ...]:
-    return (entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
+    """The parameters of the row that puts *entry*: the plain shape unless it needs the full one.
+
+    Built when the entry is stored, on the loop, so that the commit thread,
+    which holds the GIL between a commit and the next, only copies them.
+    """
+    if entry.group_key is None and entry.reason is None and entry.failed_at is None:
+        return (_OP_PUT, 0, entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
+                entry.created)
+    return (_OP_PUT, 0, entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
             entry.group_key, entry.created, entry.reason, entry.failed_at)
 
 
@@ -248,7 +259,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.clear = False
-        self.rows: dict[int, tuple[Any, ...]] = {}
+        self.rows: dict[int, tuple[Any, ...]] = {}  # seq: the parameters of its put row (_row)
         self.deletes: set[int] = set()
         self.attempts: dict[int, int] = {}
         self.inserts = 0
@@ -345,8 +356,7 @@ class DurableQueue:
     def _apply_sync(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
-        full = not all(row[5] is None and row[7] is None and row[8] is None
-                       for row in batch.rows.values())
+        full = any(len(row) == _FULL_WIDTH for row in batch.rows.values())
         params = _change_params(batch, full)
         step = MAX_CHANGES_PER_STATEMENT * (_FULL_WIDTH if full else _PLAIN_WIDTH)
         if len(params) <= step:
