@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from pathlib import Path
 
@@ -511,3 +512,51 @@ async def test_batches_of_every_size_share_a_few_statements(tmp_path: Path) -> N
         assert dict(db.execute("SELECT seq, attempts FROM entries")) == expected
     assert _changes_sql.cache_info().currsize <= 60
     await queue.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_changes_store_what_a_model_says(tmp_path: Path, seed: int) -> None:
+    # Any mix of kinds of change in one batch (clears, deletes, puts with and
+    # without the optional columns, attempt counts) ends as the plain model says.
+    rng = random.Random(seed)
+    path = tmp_path / "q.sqlite"
+    queue = DurableQueue(path)
+    await queue.open()
+    model: dict[int, Entry] = {}
+    next_seq = 0
+    clearing: asyncio.Future[None] | None = None
+    for _ in range(60):
+        if rng.random() < 0.05:
+            clearing = asyncio.ensure_future(queue.clear())
+            await asyncio.sleep(0)
+            model.clear()
+        for _ in range(rng.choice([1, 3, 20, 300, 2500])):
+            action = rng.random()
+            if action < 0.5 or not model:
+                entry = Entry(seq=next_seq, uid=f"u{next_seq}", request=rng.choice([b"{}", b"[1, 2]"]),
+                              attempts=rng.randrange(3), group_key=rng.choice([None, None, "g", ""]),
+                              created=rng.choice([0.0, 1.5]), generation=rng.randrange(3),
+                              reason=rng.choice([None, None, "why"]), failed_at=rng.choice([None, 2.5]))
+                next_seq += 1
+                queue.insert_nowait([entry], durable=False)
+                model[entry.seq] = entry
+            elif action < 0.8:
+                seq = rng.choice(list(model))
+                queue.delete_nowait([seq])
+                del model[seq]
+            else:
+                entry = model[rng.choice(list(model))]
+                entry.attempts = rng.randrange(10)
+                queue.set_attempts_nowait(entry)
+        if clearing is not None:
+            await clearing
+            clearing = None
+        await queue.flush()
+    await queue.close()
+    with sqlite3.connect(path) as db:
+        stored = {row[0]: row for row in db.execute(
+            "SELECT seq, generation, uid, request, attempts, group_key, created, reason, failed_at "
+            "FROM entries")}
+    expected = {e.seq: (e.seq, e.generation, e.uid, e.request, e.attempts, e.group_key, e.created,
+                        e.reason, e.failed_at) for e in model.values()}
+    assert stored == expected
