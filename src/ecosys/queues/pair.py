@@ -106,7 +106,7 @@ class QueuePair:
         self._next_seq += 1
         self.entries[entry.seq] = entry
         try:
-            committed = self.pending.insert_one_nowait(entry, on_commit)
+            committed = self.pending.insert_nowait([entry], on_commit=on_commit)
         except BaseException:
             self.forget(entry)
             raise
@@ -119,7 +119,7 @@ class QueuePair:
     def done(self, entry: Entry) -> None:
         """The entry was handled: forget it (removed from disk with the next commit)."""
         self.entries.pop(entry.seq, None)
-        self.pending.delete_one_nowait(entry.seq)
+        self.pending.delete_nowait([entry.seq])
 
     def count_attempt(self, entry: Entry) -> None:
         """Persist the entry's attempt count (with the next commit)."""
@@ -133,7 +133,7 @@ class QueuePair:
         await self.errors.insert([entry], durable=True)
         self.entries.pop(entry.seq, None)
         self.error_count += 1
-        self.pending.delete_one_nowait(entry.seq)
+        self.pending.delete_nowait([entry.seq])
 
     async def error_entries(self, limit: int | None = None) -> list[Entry]:
         """The oldest entries of the error queue."""

@@ -188,8 +188,7 @@ def _change_params(batch: _Batch, full: bool) -> list[Any]:
         params += (_OP_DELETE, last, first, 0, 0, 0, 0, *tail)
     if full:
         for row in batch.rows.values():
-            # A plain row widened: group_key, reason and failed_at bound as NULL.
-            params += row if len(row) == _FULL_WIDTH else (*row[:7], None, row[7], None, None)
+            params += _full_row(row)
     else:
         for row in batch.rows.values():
             params += row
@@ -239,6 +238,11 @@ def _row(entry: Entry) -> tuple[Any, ...]:
                 entry.created)
     return (_OP_PUT, 0, entry.seq, entry.generation, entry.uid, entry.request, entry.attempts,
             entry.group_key, entry.created, entry.reason, entry.failed_at)
+
+
+def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of :func:`_row` in the full shape (a plain one gets NULL optional columns)."""
+    return row if len(row) == _FULL_WIDTH else (*row[:7], None, row[7], None, None)
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -484,41 +488,6 @@ class DurableQueue:
             if committed is not None and on_commit is not None:
                 batch.listeners.append(on_commit)
             return committed
-
-    def insert_one_nowait(self, entry: Entry, on_commit: CommitListener | None = None
-                          ) -> asyncio.Future[None] | None:
-        """:meth:`insert_nowait` of one entry, durable by max_uncommitted: every request's path."""
-        seq = entry.seq
-        with self._lock:
-            batch = self._writable()
-            batch.inserts += 1
-            self._uncommitted_inserts += 1
-            # As in insert_nowait: while an earlier insert waits, this one waits too.
-            must_wait = (self.max_uncommitted == 0 or self._waiting_inserts > 0
-                         or self._uncommitted_inserts > self.max_uncommitted)
-            batch.rows[seq] = _row(entry)
-            if batch.deletes:
-                batch.deletes.discard(seq)
-            if batch.attempts:
-                batch.attempts.pop(seq, None)
-            if not must_wait:
-                return self._changed_nowait(wait=False)
-            batch.waited.add(seq)
-            self._waiting_inserts += 1
-            committed = self._changed_nowait(wait=True)
-            if committed is not None and on_commit is not None:
-                batch.listeners.append(on_commit)
-            return committed
-
-    def delete_one_nowait(self, seq: int) -> None:
-        """:meth:`delete_nowait` of one entry nobody waits for: the path of every handled request."""
-        with self._lock:
-            batch = self._writable()
-            batch.rows.pop(seq, None)
-            batch.attempts.pop(seq, None)
-            batch.deletes.add(seq)
-            batch.waited_deletes.discard(seq)
-            self._changed_nowait(wait=False)
 
     def delete_nowait(self, seqs: list[int], *, waited: bool = False) -> asyncio.Future[None] | None:
         """Remove the entries with these sequence numbers (committed with a later batch).
