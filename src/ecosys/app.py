@@ -238,8 +238,7 @@ class Application:
             await queue.open(cfg.queue_dir, prefix)
             self._open_queue_list.append(queue)
             stats.queue_sources[self._queue_label(queue)] = queue.data
-        opened = {path for queue in queues for path in queue.file_paths(cfg.queue_dir, prefix)}
-        stranded = await asyncio.to_thread(stranded_queue_files, cfg.queue_dir, prefix, opened)
+        stranded = await asyncio.to_thread(stranded_queue_files, cfg.queue_dir, prefix, set(owners))
         for path, count in stranded:
             log.warning("queue file %s holds %d request(s) that no queue of this application "
                         "processes (renamed or removed?): open it again under its old name to "

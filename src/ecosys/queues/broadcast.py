@@ -17,7 +17,8 @@ from ..transport.udp import UdpClient
 from ..transport.uds import UdsClient
 from .sender import QueuedSender, SenderNotOpen
 
-_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+# Characters a target key may not hold: it is part of its queue's file names.
+_NOT_IN_KEY = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def target_key(client: Client, route_key: str) -> str:
@@ -33,14 +34,14 @@ def target_key(client: Client, route_key: str) -> str:
         address = os.path.basename(client.path) or client.path
     else:
         address = client.url
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{address}.{route_key}")
+    return _NOT_IN_KEY.sub("_", f"{address}.{route_key}")
 
 
 def _keyed_targets(name: str, targets: list[Target] | Mapping[str, Target]) -> dict[str, Target]:
     """Each target under the key its queue is named after: given, or derived from its address."""
     if isinstance(targets, Mapping):
         for key in targets:
-            if not isinstance(key, str) or not _KEY.fullmatch(key):
+            if not isinstance(key, str) or not key or _NOT_IN_KEY.search(key):
                 raise ConfigurationError(f"queued broadcaster {name!r}: target key {key!r} may hold "
                                          "only letters, digits, '_', '.' and '-'")
         return dict(targets)

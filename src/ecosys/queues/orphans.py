@@ -9,6 +9,7 @@ says so instead of staying silent.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 QUEUE_FILE_SUFFIXES = ("-pending.sqlite", "-error.sqlite")
@@ -27,7 +28,8 @@ def stranded_queue_files(queue_dir: Path, prefix: str, opened: set[Path]) -> lis
             continue
         try:
             # Read-only and without creating anything: the file belongs to nobody here.
-            with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as db:
+            # (closing(): a connection's own "with" ends a transaction, not the connection.)
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
                 count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
         except sqlite3.Error:
             continue  # not one of ours after all, or unreadable: not for this warning

@@ -140,8 +140,14 @@ _PLAIN_ROW = "(" + ",".join("NULL" if name in _OPTIONAL_COLUMNS else "?"
 _FULL_ROW = "(" + ",".join("?" for _ in _CHANGE_COLUMNS) + ")"
 _PLAIN_WIDTH = _PLAIN_ROW.count("?")
 _FULL_WIDTH = len(_CHANGE_COLUMNS)
-# A row no trigger acts on, padding a statement to one of a few sizes.
-_OP_NONE = -1
+# Both shapes start with op, last_seq, seq, generation, uid, request, attempts;
+# a change that is not a put binds zeros for the rest of its row.
+_HEAD_WIDTH = _CHANGE_COLUMNS.index("group_key")
+_ZERO_TAIL = {full: (0,) * (width - _HEAD_WIDTH)
+              for full, width in ((False, _PLAIN_WIDTH), (True, _FULL_WIDTH))}
+# A row no trigger acts on (op -1), padding a statement to one of a few sizes.
+_NO_CHANGE = {full: [-1] + [0] * (width - 1)
+              for full, width in ((False, _PLAIN_WIDTH), (True, _FULL_WIDTH))}
 # SQLite allows 32,766 parameters per statement; bigger batches take several
 # statements inside one explicit transaction.
 MAX_CHANGES_PER_STATEMENT = 2048
@@ -181,7 +187,7 @@ def _change_params(batch: _Batch, full: bool) -> list[Any]:
     failed_at.
     """
     params: list[Any] = []
-    tail = (0, 0, 0, 0) if full else (0,)  # group_key, created, reason, failed_at / created
+    tail = _ZERO_TAIL[full]
     if batch.clear:
         params += (_OP_CLEAR, 0, 0, 0, 0, 0, 0, *tail)
     for first, last in _runs(batch.deletes):
@@ -203,7 +209,7 @@ def _execute_changes(db: sqlite3.Connection, params: list[Any], full: bool) -> N
     count = len(params) // width
     size = _statement_size(count)
     if size > count:
-        params = params + ([_OP_NONE] + [0] * (width - 1)) * (size - count)
+        params = params + _NO_CHANGE[full] * (size - count)
     db.execute(_changes_sql(size, full), params)
 
 
@@ -242,7 +248,10 @@ def _row(entry: Entry) -> tuple[Any, ...]:
 
 def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row of :func:`_row` in the full shape (a plain one gets NULL optional columns)."""
-    return row if len(row) == _FULL_WIDTH else (*row[:7], None, row[7], None, None)
+    if len(row) == _FULL_WIDTH:
+        return row
+    # The plain shape leaves out group_key, reason and failed_at.
+    return (*row[:_HEAD_WIDTH], None, row[_HEAD_WIDTH], None, None)
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -443,9 +452,7 @@ class DurableQueue:
         try:
             return await self._loop.run_in_executor(self._executor, self._open_sync)
         except sqlite3.Error as exc:
-            await self._loop.run_in_executor(self._executor, self._close_sync)
-            self._executor.shutdown(wait=True)
-            self._closed = True
+            await self._release()
             raise QueueFileError(f"queue file {self.path}: {exc}") from None
 
     async def insert(self, entries: list[Entry], *, durable: bool | None = None) -> None:
@@ -680,13 +687,17 @@ class DurableQueue:
                           self.path.name, lost, exc)
             raise
         finally:
-            with self._lock:
-                self._closed = True
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
-            self._executor.shutdown(wait=True)
+            await self._release()
+
+    async def _release(self) -> None:
+        """Mark the queue closed, then close the file and end its thread."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+        self._executor.shutdown(wait=True)
 
 
 def _notify(batch: _Batch, error: BaseException | None) -> None:
