@@ -203,7 +203,7 @@ class Application:
         except BaseException:
             await self._close_servers(0)
             await self._close_queues(0)
-            self._release()
+            await self._release()
             _leave_current(self)
             raise
         where = ", ".join(repr(s) for s in self.servers) or "no transport (client only)"
@@ -334,7 +334,7 @@ class Application:
                 await stats.stop()
             log.info("%s instance %s stopped", self.name, self.instance)
         finally:
-            self._release()
+            await self._release()
             _leave_current(self)
             self._stopping = False
 
@@ -342,13 +342,17 @@ class Application:
         servers, self.servers = self.servers, []
         await asyncio.gather(*(server.close(grace) for server in servers), return_exceptions=True)
 
-    def _release(self) -> None:
-        if self._logs is not None:
-            self._logs.close()
-            self._logs = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+    async def _release(self) -> None:
+        logs, self._logs = self._logs, None
+        try:
+            if logs is not None:
+                # Off the loop: closing joins the log thread and waits out a blocked
+                # stderr for up to a second, and another application may share the loop.
+                await asyncio.to_thread(logs.close)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     async def serve(self) -> None:
         """Start, run until asked to stop (signal or :meth:`request_stop`), then stop."""

@@ -13,15 +13,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from .tasks import retrieve_exception
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 _MISSING: Any = object()
-
-
-def _retrieve_exception(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 class LRUCache(Generic[K, V]):
@@ -107,7 +104,7 @@ class LRUCache(Generic[K, V]):
             pending = asyncio.ensure_future(self._load(key, load))
             # If every waiter was cancelled nobody awaits a failure, and asyncio
             # would log it as "Task exception was never retrieved".
-            pending.add_done_callback(_retrieve_exception)
+            pending.add_done_callback(retrieve_exception)
             self._loading[key] = pending
         return await asyncio.shield(pending)
 

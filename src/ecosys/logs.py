@@ -48,8 +48,6 @@ class ByteSizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 (stdlib name)
         """True if writing *record* would take the file past maxBytes."""
-        if os.path.exists(self.baseFilename) and not os.path.isfile(self.baseFilename):
-            return False  # never rotate a device or pipe (/dev/null)
         if self.maxBytes <= 0:
             return False
         if self.stream is None:
@@ -58,7 +56,12 @@ class ByteSizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         if not position:
             return False  # an empty file takes the line, however long
         line = self.format(record) + self.terminator
-        return position + len(line.encode(self.encoding or "utf-8", "replace")) > self.maxBytes
+        size = len(line) if line.isascii() else len(line.encode(self.encoding or "utf-8", "replace"))
+        if position + size <= self.maxBytes:
+            return False
+        # Checked only when a rotation is due, not for every line (two stat calls):
+        # never rotate a device or pipe (/dev/null).
+        return not (os.path.exists(self.baseFilename) and not os.path.isfile(self.baseFilename))
 
 
 class ConsoleWriter:

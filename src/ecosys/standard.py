@@ -89,7 +89,7 @@ def _error_actions(registry: Registry, prefix: str, find: Callable[[str], Any]) 
         if not await queue.reprocess([entry]):
             # Another call (a concurrent reprocess, pop or clear) took the entry
             # after we found it: to this caller the uid is not in the error queue.
-            raise _not_in_errors(request, f"no request with uid {entry.uid} in the error queue")
+            raise _not_in_errors(request, str(EntryNotFound.for_uid(entry.uid)))
         return {"reprocessed": 1}
 
     async def inspect_request(request: QueueRequest) -> dict[str, Any]:

@@ -13,6 +13,12 @@ log = logging.getLogger("ecosys.tasks")
 P = ParamSpec("P")
 
 
+def retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """Done callback: mark a failure as seen, so asyncio does not log "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
+
+
 class TaskKeeper:
     """Holds a reference to every scheduled task, logs failures, drains at shutdown."""
 

@@ -17,6 +17,11 @@ log = logging.getLogger("ecosys.queues")
 class EntryNotFound(EcosysError):
     """No entry with the requested uid in the error queue."""
 
+    @classmethod
+    def for_uid(cls, uid: str) -> EntryNotFound:
+        """The error for *uid*, worded the same wherever it is raised."""
+        return cls(f"no request with uid {uid} in the error queue")
+
 
 class QueuePair:
     """Pending entries (held in memory and on disk) and error entries (on disk).
@@ -148,7 +153,7 @@ class QueuePair:
         """The oldest error entry with *uid*, or EntryNotFound."""
         found = await self.errors.read(select_entries("WHERE uid = ?", (uid,), limit=1))
         if not found:
-            raise EntryNotFound(f"no request with uid {uid} in the error queue")
+            raise EntryNotFound.for_uid(uid)
         return found[0]
 
     async def pop_error(self, uid: str) -> Entry:

@@ -42,6 +42,7 @@ from ..protocol import (
     new_uid,
     request_line_middle,
 )
+from ..tasks import retrieve_exception
 from ..telemetry.stats import stats
 from ..tracking import current_uid
 from .readbuf import ReceivesIntoSharedBuffer, loop_reads_into_fresh_memory
@@ -69,11 +70,6 @@ GATHER_LIMIT = 16
 GATHER_BYTES = 64 * 1024
 
 T = TypeVar("T")
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _not_sent() -> ConnectFailed:
@@ -631,7 +627,7 @@ class StreamClient(Client):
                 self._open_shared(), context=contextvars.Context())
             # Every waiter may have given up before it fails: read its outcome
             # here, or asyncio reports "Task exception was never retrieved".
-            connecting.add_done_callback(_retrieve)
+            connecting.add_done_callback(retrieve_exception)
         try:
             # Shielded: a caller giving up must not cancel the others' attempt.
             return await asyncio.shield(connecting)
