@@ -242,8 +242,7 @@ def awaiting_late_answer(uid: str, shared: C, lanes: list[C]) -> C | None:
     that may still be running on the server.
     """
     for candidate in (shared, *lanes):
-        gone = candidate.matcher.abandoned.get(uid)
-        if gone is not None and not gone.done():
+        if candidate.matcher.expects_late_answer(uid):
             return candidate
     return None
 
@@ -316,12 +315,14 @@ class ResponseMatcher:
         earlier = self.pending.get(uid)
         return earlier is not None and not earlier.done()
 
-    def busy(self, uid: str) -> bool:
-        """True while a request with *uid* waits here, or a late answer to one is still expected."""
-        if self.in_flight(uid):
-            return True
+    def expects_late_answer(self, uid: str) -> bool:
+        """True while an answer to a timed-out request with *uid* may still arrive here."""
         gone = self.abandoned.get(uid)
         return gone is not None and not gone.done()
+
+    def busy(self, uid: str) -> bool:
+        """True while a request with *uid* waits here, or a late answer to one is still expected."""
+        return self.in_flight(uid) or self.expects_late_answer(uid)
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
@@ -653,9 +654,9 @@ class StreamClient(Client):
             if connection is None or not connection.alive:
                 return
             # The lanes too: one whose path died silently would hang every request sent on it.
-            lanes = [lane for lane in self._lanes if lane.alive]
             # return_exceptions: one connection's trouble must not end the heartbeats of all.
-            await asyncio.gather(*(c.heartbeat(self.heartbeat_timeout) for c in (connection, *lanes)),
+            await asyncio.gather(*(c.heartbeat(self.heartbeat_timeout)
+                                   for c in (connection, *self._lanes)),
                                  return_exceptions=True)
 
     def _exchange(self, uid: str, payload: bytes, timeout: float) -> Awaitable[Response]:
@@ -665,8 +666,10 @@ class StreamClient(Client):
             connection = self._connection
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
-                if loop is asyncio.get_running_loop() and not self._lanes and (
-                        uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)):
+                if loop is asyncio.get_running_loop() and (
+                        uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)
+                ) and not any(lane.matcher.expects_late_answer(uid) for lane in self._lanes):
+                    # (A dead lane expects nothing: losing a connection ends its waits.)
                     return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
 
