@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 import time
 import uuid
@@ -344,6 +345,32 @@ def test_client_from_url() -> None:
     for url in ("tcp://[::1]:9000", "udp://[::1]:9001", "tcp://localhost:9000"):
         assert client_from_url(url).url == url
     assert client_from_url("tcp://[::1]:9000").host == "::1"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_tcp_and_udp_over_ipv6_loopback_by_the_url_the_server_prints(router: Router) -> None:
+    # The bracketed URL a server prints is one a client can use as it stands.
+    servers = [TcpServer(router, "::1", 0), UdpServer(router, "::1", 0)]
+    for server in servers:
+        await server.start()
+    try:
+        for server in servers:
+            url = repr(server)
+            assert url.startswith(("tcp://[::1]:", "udp://[::1]:")), url
+            async with client_from_url(url, timeout=5) as client:
+                assert await client.request("echo", {"message": "v6"}) == {"message": "v6"}
+    finally:
+        for server in servers:
+            await server.close(1)
 
 
 async def test_udp_lost_datagram_is_retried(router: Router) -> None:
