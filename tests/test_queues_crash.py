@@ -157,3 +157,18 @@ def test_a_queue_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> 
     assert result.returncode == 1, result
     assert result.stderr.strip() == (
         f"queue_server: error: queue file {pending}: attempt to write a readonly database")
+
+
+async def test_a_process_that_could_not_save_acknowledged_requests_exits_1(tmp_path: Path) -> None:
+    port = free_port()
+    # Batching (50 uncommitted, 5 s) acknowledges before the commit; "hang" keeps
+    # the worker on the first request, so the others are still pending at the stop.
+    with start(tmp_path, port, "hang", max_uncommitted=50) as proc:
+        async with TcpClient("127.0.0.1", port, timeout=5) as client:
+            await client.request("test.fail_commits")
+            for n in range(3):
+                await client.request("work", {"n": n})
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 1, proc.describe()
+    log_text = (tmp_path / "queue_server-1.log").read_text()
+    assert "could not be written and are lost" in log_text

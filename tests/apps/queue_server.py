@@ -1,5 +1,7 @@
 """A queued endpoint for crash tests.
 
+"test.fail_commits" makes the queue's commits fail from then on, as on a full disk.
+
 config.extra: RECORD (file the handler appends "<n>\\n" to once it is done with
 request n), MODE ("record", or "hang": write "start <n>" and sleep for ever),
 MAX_UNCOMMITTED (the queue's batching setting).
@@ -10,7 +12,7 @@ import os
 
 from pydantic import BaseModel
 
-from ecosys import Application, current_app, queued_endpoint
+from ecosys import Application, QueuedEndpoint, current_app, default_registry, endpoint, queued_endpoint
 
 
 class Work(BaseModel):
@@ -35,6 +37,18 @@ async def work(request: Work) -> bool:
         await asyncio.sleep(3600)
     await asyncio.to_thread(_append, extra["RECORD"], f"{request.n}\n")
     return True
+
+
+@endpoint("test.fail_commits")
+async def fail_commits() -> None:
+    """Make every later commit of "work" fail as on a full disk (for the stop-status test)."""
+    queue = default_registry.endpoints["work"]
+    assert isinstance(queue, QueuedEndpoint) and queue.pair is not None
+
+    def disk_full(batch: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    queue.pair.pending._apply_sync = disk_full  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
