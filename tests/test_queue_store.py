@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from ecosys.queues import store
 from ecosys.queues.pair import QueuePair
 from ecosys.queues.store import MAX_CHANGES_PER_STATEMENT, DurableQueue, Entry, _changes_sql
 
@@ -345,6 +347,40 @@ async def test_closing_releases_the_file_even_if_the_last_commit_fails(
     with pytest.raises(RuntimeError, match="closed"):
         queue.insert_nowait([Entry(seq=2, uid="u2", request=b"{}")])
     await queue.close()  # a second close is a no-op
+
+
+async def test_closing_behind_a_slow_commit_says_why_it_waits_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=10, commit_interval=60)
+    await queue.open()
+    monkeypatch.setattr(store, "SLOW_CLOSE_WARNING", 0.2)
+    apply = queue._apply_sync
+
+    def slow_disk(batch):  # type: ignore[no-untyped-def]
+        time.sleep(0.7)
+        apply(batch)
+
+    monkeypatch.setattr(queue, "_apply_sync", slow_disk)
+    assert queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")]) is None  # acknowledged
+    with caplog.at_level("WARNING", logger="ecosys.queues"):
+        await queue.close()
+    warnings = [r.getMessage() for r in caplog.records if "for the disk to finish a commit" in r.message]
+    assert 2 <= len(warnings) <= 4, warnings
+    assert "q.sqlite: closing has waited 0.2s" in warnings[0]
+    assert rows(tmp_path / "q.sqlite") == [(1, "u1")]
+
+
+async def test_a_close_behind_a_fast_commit_warns_of_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = DurableQueue(tmp_path / "q.sqlite", max_uncommitted=10, commit_interval=60)
+    await queue.open()
+    queue.insert_nowait([Entry(seq=1, uid="u1", request=b"{}")])
+    with caplog.at_level("WARNING", logger="ecosys.queues"):
+        await queue.close()
+    assert caplog.records == []
+    assert rows(tmp_path / "q.sqlite") == [(1, "u1")]
 
 
 async def test_a_failed_pop_is_not_retried_behind_the_operators_back(

@@ -158,6 +158,9 @@ COMMITS_PER_JOB = 8
 # many seconds later at the soonest (or after commit_interval, if longer): a
 # failing disk gets a retry and an error line per second, not per commit_interval.
 FAILED_COMMIT_RETRY = 1.0
+# While close() waits for a commit (a hung or very slow disk at shutdown), it
+# says so this often: otherwise a stop that never ends gives no reason.
+SLOW_CLOSE_WARNING = 5.0
 # How long opening waits for another writer before skipping the write-permission probe,
 # and how long commits wait for one (sqlite3's default).
 WRITE_PROBE_WAIT_MS = 100
@@ -676,10 +679,10 @@ class DurableQueue:
             # A failing last commit is logged by _settle and raised to the caller,
             # but the file and the thread are released all the same.
             try:
-                await self.flush()
+                await self._flush_saying_why_it_waits()
             except Exception:
                 # The changes nobody was told about went back into the batch: one more try.
-                await self.flush()
+                await self._flush_saying_why_it_waits()
         except Exception as exc:
             lost = self._batch.inserts
             if lost:
@@ -688,6 +691,23 @@ class DurableQueue:
             raise
         finally:
             await self._release()
+
+    async def _flush_saying_why_it_waits(self) -> None:
+        """flush(), with a warning every SLOW_CLOSE_WARNING seconds it keeps the close waiting."""
+        flushing = asyncio.ensure_future(self.flush())
+        waited = 0.0
+        try:
+            while True:
+                done, _ = await asyncio.wait({flushing}, timeout=SLOW_CLOSE_WARNING)
+                if done:
+                    flushing.result()  # raises what the flush raised
+                    return
+                waited += SLOW_CLOSE_WARNING
+                log.warning("queue %s: closing has waited %gs for the disk to finish a commit; "
+                            "it goes on waiting, so that nothing acknowledged is lost",
+                            self.path.name, waited)
+        finally:
+            flushing.cancel()  # only if close() itself was cancelled: the commit goes on regardless
 
     async def _release(self) -> None:
         """Mark the queue closed, then close the file and end its thread."""
