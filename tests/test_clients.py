@@ -462,7 +462,9 @@ async def test_udp_port_unreachable_retries_only_what_surely_was_not_processed()
     first = UdpServer(counting.router, "127.0.0.1", 0)
     await first.start()
     port = first.port
-    client = UdpClient("127.0.0.1", port, retry_on_timeout=False, timeout=3, retry_delay=0.3)
+    client = UdpClient("127.0.0.1", port, timeout=3, retry_delay=0.3)
+    assert await client.request("ping") == "pong"  # its socket is open now
+    client.retry_on_timeout = False  # and the changed setting applies to it all the same
     charged = asyncio.create_task(client.request("charge", {"seconds": 1.0}))
     await asyncio.sleep(0.1)  # received and run: its answer will never come
     await first.close(0)
@@ -1065,7 +1067,7 @@ async def test_close_while_a_lane_connects_sends_nothing_and_retries_nothing() -
         with pytest.raises(ClientClosed):
             await second
         assert time.monotonic() - started < 1.8, "the lane's request was retried after close()"
-        assert client._connection is None and client._lanes == [], "close() left a connection open"
+        assert client._connection is None and not client._lanes, "close() left a connection open"
     finally:
         for sock in [*fillers, listener]:
             sock.close()

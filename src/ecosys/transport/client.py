@@ -12,9 +12,9 @@ import contextvars
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from time import perf_counter
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import pydantic
@@ -234,7 +234,7 @@ class HasMatcher(Protocol):
 C = TypeVar("C", bound=HasMatcher)
 
 
-def awaiting_late_answer(uid: str, shared: C, lanes: list[C]) -> C | None:
+def awaiting_late_answer(uid: str, shared: C, lanes: Iterable[C]) -> C | None:
     """The connection on which a timed-out request with *uid* may still be answered, if any.
 
     A new request with that uid is sent there, after the late answer (or the
@@ -245,6 +245,62 @@ def awaiting_late_answer(uid: str, shared: C, lanes: list[C]) -> C | None:
         if candidate.matcher.expects_late_answer(uid):
             return candidate
     return None
+
+
+class Lanes(Generic[C]):
+    """Extra connections (UDP: sockets) for requests whose uid is in flight on the shared one.
+
+    Responses are matched by uid, so two requests with one uid cannot share a
+    connection. Waiting for the first would hang a call chain that comes back
+    to a service under one uid (A -> B -> A -> B) until the timeout, and run a
+    handler's fan-out one call after another. Lanes stay open and are reused,
+    at most MAX_EXTRA_LANES of them; past that a request waits its turn on the
+    shared connection.
+    """
+
+    def __init__(self) -> None:
+        self.open: list[C] = []
+        self._opening = 0  # lanes being opened: counted against the cap already
+
+    def __iter__(self) -> Iterator[C]:
+        return iter(self.open)
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def expect_late_answer(self, uid: str) -> bool:
+        """True if an answer to a timed-out request with *uid* may still arrive on a lane."""
+        return any(lane.matcher.expects_late_answer(uid) for lane in self.open)
+
+    def keep_only(self, usable: Callable[[C], bool]) -> None:
+        """Forget the lanes that are not *usable* any more (closed by the peer, failed)."""
+        self.open = [lane for lane in self.open if usable(lane)]
+
+    def take_all(self) -> list[C]:
+        """Forget every lane and return them (to be closed)."""
+        lanes, self.open = self.open, []
+        return lanes
+
+    async def lane_for(
+        self, uid: str, open_lane: Callable[[], Awaitable[C]], shared: Callable[[], Awaitable[C]]
+    ) -> C:
+        """Where to send a request whose *uid* is in flight on the shared connection.
+
+        A lane that carries no request with *uid*; else, below the cap, a new
+        one from *open_lane*; else the shared connection from *shared*.
+        """
+        for lane in self.open:
+            if not lane.matcher.busy(uid):
+                return lane
+        if len(self.open) + self._opening >= MAX_EXTRA_LANES:
+            return await shared()
+        self._opening += 1
+        try:
+            lane = await open_lane()
+        finally:
+            self._opening -= 1
+        self.open.append(lane)
+        return lane
 
 
 class ResponseMatcher:
@@ -585,8 +641,7 @@ class StreamClient(Client):
         self._connecting: asyncio.Task[StreamClientProtocol] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._alone: set[StreamClientProtocol] = set()  # persistent=False connections in use
-        self._lanes: list[StreamClientProtocol] = []  # extra connections for busy uids
-        self._lanes_opening = 0
+        self._lanes: Lanes[StreamClientProtocol] = Lanes()  # extra connections for busy uids
 
     def _protocol_factory(self) -> StreamClientProtocol:
         if loop_reads_into_fresh_memory(asyncio.get_running_loop()):
@@ -614,7 +669,7 @@ class StreamClient(Client):
             self._connection = None
             self._connecting = None
             self._heartbeat_task = None
-            self._lanes = []  # bound to the old loop, like the shared connection
+            self._lanes = Lanes()  # bound to the old loop, like the shared connection
         connection = self._connection
         if connection is not None and connection.alive:
             return connection
@@ -668,7 +723,7 @@ class StreamClient(Client):
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop() and (
                         uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)
-                ) and not any(lane.matcher.expects_late_answer(uid) for lane in self._lanes):
+                ) and not (self._lanes.open and self._lanes.expect_late_answer(uid)):
                     # (A dead lane expects nothing: losing a connection ends its waits.)
                     return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
@@ -679,7 +734,7 @@ class StreamClient(Client):
             return await self._exchange_alone(uid, payload, timeout)
         connection = await self._shared_connection()
         if self._lanes:
-            self._lanes = [lane for lane in self._lanes if lane.alive]
+            self._lanes.keep_only(lambda lane: lane.alive)
         owner = awaiting_late_answer(uid, connection, self._lanes)
         if owner is not None:
             return await owner.request(loop, uid, payload, timeout)
@@ -688,29 +743,9 @@ class StreamClient(Client):
         return await connection.request(loop, uid, payload, timeout)
 
     async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
-        """A request whose uid is in flight on the shared connection: on an extra one.
-
-        Responses are matched by uid, so two requests with one uid cannot share
-        a connection. Waiting for the first would hang a call chain that comes
-        back to a service under one uid (A -> B -> A -> B) until the timeout,
-        and run a handler's fan-out one call after another. Extra connections
-        ("lanes") stay open and are reused, at most MAX_EXTRA_LANES of them;
-        past that the request waits its turn on the shared connection.
-        """
-        loop = asyncio.get_running_loop()
-        for lane in self._lanes:
-            if not lane.matcher.busy(uid):
-                return await lane.request(loop, uid, payload, timeout)
-        if len(self._lanes) + self._lanes_opening < MAX_EXTRA_LANES:
-            self._lanes_opening += 1
-            try:
-                lane = await self._connected_unless_closed()
-            finally:
-                self._lanes_opening -= 1
-            self._lanes.append(lane)
-            return await lane.request(loop, uid, payload, timeout)
-        shared = await self._shared_connection()
-        return await shared.request(loop, uid, payload, timeout)
+        """A request whose uid is in flight on the shared connection: on a lane (see Lanes)."""
+        lane = await self._lanes.lane_for(uid, self._connected_unless_closed, self._shared_connection)
+        return await lane.request(asyncio.get_running_loop(), uid, payload, timeout)
 
     async def _connected_unless_closed(self) -> StreamClientProtocol:
         """A new connection, or ClientClosed if close() came while it was being opened."""
@@ -753,8 +788,7 @@ class StreamClient(Client):
                 # asyncio.wait never raises the task's CancelledError, so a
                 # cancellation of the caller itself still propagates.
                 await asyncio.wait([task])
-        lanes, self._lanes = self._lanes, []
-        for extra in [*self._alone, *lanes]:
+        for extra in [*self._alone, *self._lanes.take_all()]:
             extra.close()  # its requests fail with ClientClosed, like those on the shared one
         connection, self._connection = self._connection, None
         if connection is not None and connection.alive:

@@ -18,7 +18,7 @@ from ..protocol import (
 )
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
-from .client import MAX_EXTRA_LANES, Client, ResponseMatcher, address_url, awaiting_late_answer
+from .client import Client, Lanes, ResponseMatcher, address_url, awaiting_late_answer
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -118,10 +118,12 @@ class UdpServer(asyncio.DatagramProtocol):
 
 
 class _UdpClientProtocol(asyncio.DatagramProtocol):
-    def __init__(self, retry_on_timeout: bool = True) -> None:
+    def __init__(self, client: Client) -> None:
         self.matcher = ResponseMatcher()
         self.transport: asyncio.DatagramTransport | None = None
-        self.retry_on_timeout = retry_on_timeout
+        # Its settings are read when needed: a client's retry_on_timeout changed
+        # while its socket is open applies at once.
+        self._client = client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -149,7 +151,7 @@ class _UdpClientProtocol(asyncio.DatagramProtocol):
         reason = f"UDP peer unreachable: {exc}"
         # Answered requests whose callers have not resumed yet do not count.
         waiting = sum(1 for future in self.matcher.pending.values() if not future.done())
-        if waiting <= 1 or self.retry_on_timeout:
+        if waiting <= 1 or self._client.retry_on_timeout:
             self.matcher.fail_all(ConnectFailed(reason))
         else:
             self.matcher.fail_all(ConnectionLost(f"{reason}; the request may have been processed"))
@@ -179,8 +181,7 @@ class UdpClient(Client):
         self._protocol: _UdpClientProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self._lanes: list[_UdpClientProtocol] = []  # extra sockets for busy uids
-        self._lanes_opening = 0
+        self._lanes: Lanes[_UdpClientProtocol] = Lanes()  # extra sockets for busy uids
 
     @property
     def url(self) -> str:
@@ -191,7 +192,7 @@ class UdpClient(Client):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._protocol, self._lock = loop, None, asyncio.Lock()
-            self._lanes = []  # bound to the old loop, like the shared socket
+            self._lanes = Lanes()  # bound to the old loop, like the shared socket
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             return protocol
@@ -205,7 +206,7 @@ class UdpClient(Client):
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpClientProtocol(self.retry_on_timeout), remote_addr=(self.host, self.port))
+                lambda: _UdpClientProtocol(self), remote_addr=(self.host, self.port))
         except OSError as exc:
             raise ConnectFailed(f"cannot open UDP socket to {self.url}: {exc}") from exc
         return protocol
@@ -214,7 +215,7 @@ class UdpClient(Client):
         protocol = await self._endpoint()
         assert self._loop is not None
         if self._lanes:
-            self._lanes = [lane for lane in self._lanes if lane.transport is not None]
+            self._lanes.keep_only(lambda lane: lane.transport is not None)
             owner = awaiting_late_answer(uid, protocol, self._lanes)
             if owner is not None:
                 return await owner.matcher.wait(self._loop, uid, owner.send, payload, timeout)
@@ -226,31 +227,23 @@ class UdpClient(Client):
         return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
 
     async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
-        loop = asyncio.get_running_loop()
-        for lane in self._lanes:
-            if not lane.matcher.busy(uid):
-                return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
-        if len(self._lanes) + self._lanes_opening >= MAX_EXTRA_LANES:
-            shared = await self._endpoint()  # every lane carries this uid: wait for its turn
-            return await shared.matcher.wait(loop, uid, shared.send, payload, timeout)
+        lane = await self._lanes.lane_for(uid, self._socket_unless_closed, self._endpoint)
+        return await lane.matcher.wait(asyncio.get_running_loop(), uid, lane.send, payload, timeout)
+
+    async def _socket_unless_closed(self) -> _UdpClientProtocol:
+        """A new socket, or ClientClosed if close() came while it was being opened."""
         generation = self._generation
-        self._lanes_opening += 1
-        try:
-            lane = await self._open_socket()
-        finally:
-            self._lanes_opening -= 1
+        protocol = await self._open_socket()
         if generation != self._generation:
-            assert lane.transport is not None
-            lane.transport.close()  # close() came while it opened: nothing may be sent now
+            assert protocol.transport is not None
+            protocol.transport.close()  # nothing may be sent on it now
             raise ClientClosed("the client was closed while waiting for a response")
-        self._lanes.append(lane)
-        return await lane.matcher.wait(loop, uid, lane.send, payload, timeout)
+        return protocol
 
     async def close(self) -> None:
         """Close the socket."""
         self._generation += 1
-        lanes, self._lanes = self._lanes, []
-        for lane in lanes:
+        for lane in self._lanes.take_all():
             if lane.transport is not None:
                 lane.transport.close()  # its requests fail with ClientClosed
         if self._protocol is not None and self._protocol.transport is not None:
