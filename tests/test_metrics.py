@@ -26,7 +26,8 @@ from apphelpers import app_env, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import Service, eco, js, ok, run_service
 
-from ecosys.cli.metrics import EcosysCollector, exposition, parse_scrape_target
+from ecosys.cli.core import CliFailure
+from ecosys.cli.metrics import EcosysCollector, exposition, parse_listen, parse_scrape_target
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -129,6 +130,29 @@ def test_metrics_json_and_usage_errors(service: Service) -> None:
     for args in (["metrics", f"a={service.tcp}", f"a={service.uds}"], ["metrics", service.tcp, service.tcp]):
         result = eco(*args)
         assert result.exit_code == 2 and "given more than once" in result.stderr, (args, result.stderr)
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+    (":9464", ("0.0.0.0", 9464)),
+    ("[::1]:9464", ("::1", 9464)),
+    (" localhost:0 ", ("localhost", 0)),
+])
+def test_listen_addresses_follow_the_transport_flags_rules(text: str, address: tuple[str, int]) -> None:
+    assert parse_listen(text) == address
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("9464", "expected 'host:port'"),
+    ("127.0.0.1:", "port must be a number"),
+    ("127.0.0.1:http", "port must be a number"),
+    ("127.0.0.1:70000", "between 0 and 65535"),
+    ("::1:9464", "needs brackets"),  # would have listened on ::1 port 9464, or on "::" port 1?
+])
+def test_a_bad_listen_address_is_a_usage_error_saying_why(text: str, reason: str) -> None:
+    with pytest.raises(CliFailure) as caught:
+        parse_listen(text)
+    assert caught.value.code == 2 and reason in str(caught.value), str(caught.value)
 
 
 def test_counters_keep_growing_across_period_rollovers() -> None:

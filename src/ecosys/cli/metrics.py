@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ..config import parse_host_port
 from ..errors import EcosysError, ResponseError
 from .core import (
     DEFAULT_TIMEOUT,
@@ -492,11 +493,16 @@ def exposition(collector: EcosysCollector) -> str:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[IPv6]:PORT``; anything else is a usage error."""
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]") if host.startswith("[") else host
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise usage_error(f"bad --listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464 or :9464")
-    return host or "0.0.0.0", int(port_text)
+    # The rules of the --tcp and --udp flags, plus ":PORT" for every interface.
+    candidate = text.strip()
+    if candidate.startswith(":"):
+        candidate = "0.0.0.0" + candidate
+    try:
+        address = parse_host_port(candidate)
+    except ValueError as exc:
+        raise usage_error(
+            f"bad --listen {text!r}: {exc} (e.g. 127.0.0.1:9464, :9464 or [::1]:9464)") from None
+    return address.host, address.port
 
 
 def serve(collector: EcosysCollector, host: str, port: int) -> None:
