@@ -12,7 +12,7 @@ import contextvars
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from time import perf_counter
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -58,7 +58,7 @@ def address_url(scheme: str, host: str, port: int) -> str:
 
 
 # The most extra connections (UDP: sockets) a client opens for requests whose
-# uid is already in flight on its shared one (see _exchange_on_lane).
+# uid is already in flight on its shared one (see Lanes).
 MAX_EXTRA_LANES = 8
 
 # Gathered requests are written once this many are waiting, without waiting for
@@ -234,19 +234,6 @@ class HasMatcher(Protocol):
 C = TypeVar("C", bound=HasMatcher)
 
 
-def awaiting_late_answer(uid: str, shared: C, lanes: Iterable[C]) -> C | None:
-    """The connection on which a timed-out request with *uid* may still be answered, if any.
-
-    A new request with that uid is sent there, after the late answer (or the
-    end of its window): on another connection it would overtake the attempt
-    that may still be running on the server.
-    """
-    for candidate in (shared, *lanes):
-        if candidate.matcher.expects_late_answer(uid):
-            return candidate
-    return None
-
-
 class Lanes(Generic[C]):
     """Extra connections (UDP: sockets) for requests whose uid is in flight on the shared one.
 
@@ -268,9 +255,12 @@ class Lanes(Generic[C]):
     def __len__(self) -> int:
         return len(self.open)
 
-    def expect_late_answer(self, uid: str) -> bool:
-        """True if an answer to a timed-out request with *uid* may still arrive on a lane."""
-        return any(lane.matcher.expects_late_answer(uid) for lane in self.open)
+    def expecting_late_answer(self, uid: str) -> C | None:
+        """The lane on which an answer to a timed-out request with *uid* may still arrive."""
+        for lane in self.open:
+            if lane.matcher.expects_late_answer(uid):
+                return lane
+        return None
 
     def keep_only(self, usable: Callable[[C], bool]) -> None:
         """Forget the lanes that are not *usable* any more (closed by the peer, failed)."""
@@ -281,14 +271,32 @@ class Lanes(Generic[C]):
         lanes, self.open = self.open, []
         return lanes
 
-    async def lane_for(
+    async def connection_for(
+        self, uid: str, shared: C, open_lane: Callable[[], Awaitable[C]],
+        reopen_shared: Callable[[], Awaitable[C]],
+    ) -> C:
+        """Where to send a request with *uid*, the *shared* connection being up.
+
+        Where a late answer to a timed-out request with *uid* may still come:
+        there, after it (elsewhere the new request would overtake the attempt
+        that may still run on the server). Else the shared connection, unless
+        *uid* is in flight on it; then a lane (see _lane_for).
+        """
+        if shared.matcher.expects_late_answer(uid):
+            return shared
+        if self.open:
+            owner = self.expecting_late_answer(uid)
+            if owner is not None:
+                return owner
+        if not shared.matcher.in_flight(uid):
+            return shared
+        return await self._lane_for(uid, open_lane, reopen_shared)
+
+    async def _lane_for(
         self, uid: str, open_lane: Callable[[], Awaitable[C]], shared: Callable[[], Awaitable[C]]
     ) -> C:
-        """Where to send a request whose *uid* is in flight on the shared connection.
-
-        A lane that carries no request with *uid*; else, below the cap, a new
-        one from *open_lane*; else the shared connection from *shared*.
-        """
+        # A lane that carries no request with *uid*; else, below the cap, a new
+        # one from *open_lane*; else the shared connection from *shared*.
         for lane in self.open:
             if not lane.matcher.busy(uid):
                 return lane
@@ -723,7 +731,7 @@ class StreamClient(Client):
             if connection is not None and connection.alive and loop is not None:
                 if loop is asyncio.get_running_loop() and (
                         uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)
-                ) and not (self._lanes.open and self._lanes.expect_late_answer(uid)):
+                ) and not (self._lanes.open and self._lanes.expecting_late_answer(uid)):
                     # (A dead lane expects nothing: losing a connection ends its waits.)
                     return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
@@ -732,20 +740,12 @@ class StreamClient(Client):
         loop = asyncio.get_running_loop()
         if not self.persistent:
             return await self._exchange_alone(uid, payload, timeout)
-        connection = await self._shared_connection()
+        shared = await self._shared_connection()
         if self._lanes:
             self._lanes.keep_only(lambda lane: lane.alive)
-        owner = awaiting_late_answer(uid, connection, self._lanes)
-        if owner is not None:
-            return await owner.request(loop, uid, payload, timeout)
-        if connection.matcher.in_flight(uid):
-            return await self._exchange_on_lane(uid, payload, timeout)
+        connection = await self._lanes.connection_for(
+            uid, shared, self._connected_unless_closed, self._shared_connection)
         return await connection.request(loop, uid, payload, timeout)
-
-    async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
-        """A request whose uid is in flight on the shared connection: on a lane (see Lanes)."""
-        lane = await self._lanes.lane_for(uid, self._connected_unless_closed, self._shared_connection)
-        return await lane.request(asyncio.get_running_loop(), uid, payload, timeout)
 
     async def _connected_unless_closed(self) -> StreamClientProtocol:
         """A new connection, or ClientClosed if close() came while it was being opened."""

@@ -18,7 +18,7 @@ from ..protocol import (
 )
 from ..routing import PreparedCall, Router
 from .allow import Allowlist
-from .client import Client, Lanes, ResponseMatcher, address_url, awaiting_late_answer
+from .client import Client, Lanes, ResponseMatcher, address_url
 from .eager import start_eagerly
 
 log = logging.getLogger("ecosys.transport")
@@ -214,21 +214,14 @@ class UdpClient(Client):
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
-        if self._lanes:
-            self._lanes.keep_only(lambda lane: lane.transport is not None)
-            owner = awaiting_late_answer(uid, protocol, self._lanes)
-            if owner is not None:
-                return await owner.matcher.wait(self._loop, uid, owner.send, payload, timeout)
-        if protocol.matcher.in_flight(uid):
-            # Another request with this uid waits on the shared socket: an extra
-            # socket, not a wait that would hang a call chain coming back here
-            # under the same uid (see StreamClient._exchange_on_lane).
-            return await self._exchange_on_lane(uid, payload, timeout)
-        return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
-
-    async def _exchange_on_lane(self, uid: str, payload: bytes, timeout: float) -> Response:
-        lane = await self._lanes.lane_for(uid, self._socket_unless_closed, self._endpoint)
-        return await lane.matcher.wait(asyncio.get_running_loop(), uid, lane.send, payload, timeout)
+        if not self._lanes.open and not protocol.matcher.busy(uid):
+            # The common case, without a coroutine more: nothing else carries this uid.
+            return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
+        self._lanes.keep_only(lambda lane: lane.transport is not None)
+        # The same uid in flight on the shared socket: an extra socket (see Lanes).
+        target = await self._lanes.connection_for(uid, protocol, self._socket_unless_closed,
+                                                  self._endpoint)
+        return await target.matcher.wait(self._loop, uid, target.send, payload, timeout)
 
     async def _socket_unless_closed(self) -> _UdpClientProtocol:
         """A new socket, or ClientClosed if close() came while it was being opened."""
