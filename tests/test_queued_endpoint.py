@@ -20,8 +20,10 @@ from ecosys import (
     TcpClient,
     UdpClient,
     ValidationFailed,
+    endpoint,
     queued_endpoint,
 )
+from ecosys.telemetry import stats
 
 
 class Job(BaseModel):
@@ -642,3 +644,108 @@ def test_legacy_queue_files_are_left_alone_when_new_ones_exist(
     queue._move_legacy_files(tmp_path, "app-1")  # now moved, write-ahead log first
     assert new_pending.read_bytes() == b"old" and Path(f"{new_pending}-wal").read_bytes() == b"old wal"
     assert not legacy.exists() and not Path(f"{legacy}-wal").exists()
+
+
+# ----- requests read together from one connection ----------------------------------
+
+
+async def _exchange_lines(port: int, lines: list[bytes]) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Write *lines* in one write on a raw TCP connection; return the responses by uid."""
+    import orjson
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(line + b"\n" for line in lines))
+        await writer.drain()
+        answers: dict[str, dict] = {}  # type: ignore[type-arg]
+        async with asyncio.timeout(5):
+            while len(answers) < len(lines):
+                response = orjson.loads(await reader.readline())
+                assert response["uid"] not in answers, f"answered twice: {response}"
+                answers[response["uid"]] = response
+        return answers
+    finally:
+        writer.close()
+
+
+def _request_line(uid: str, route: str, data: object) -> bytes:
+    import orjson
+
+    return orjson.dumps({"uid": uid, "route_key": route, "data": data})
+
+
+async def test_requests_read_together_keep_their_order_around_other_requests(tmp_path: Path) -> None:
+    # Queued requests of one read are stored together at its end, except that a
+    # request for another endpoint in between first stores those before it: its
+    # handler may itself store into the queue, and must come after them.
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({}, seen)
+
+    @endpoint("relay", registry=registry)
+    async def relay(request: Job) -> str:
+        queue = registry.endpoints["jobs"]
+        await queue.store(str(uuid.uuid4()), Job(n=request.n))  # type: ignore[attr-defined]
+        return "relayed"
+
+    async with running_app(registry, tmp_path) as (app, _):
+        uids = [str(uuid.uuid4()) for _ in range(13)]
+        lines = [_request_line(uids[n], "jobs", {"n": n}) for n in range(5)]
+        lines.append(_request_line(uids[5], "relay", {"n": 100}))
+        lines.append(_request_line(uids[6], "jobs", {"n": "not a number"}))
+        lines.append(_request_line(uids[7], "nowhere", {}))
+        lines += [_request_line(uids[n], "jobs", {"n": n}) for n in range(8, 13)]
+        answers = await _exchange_lines(app.servers[0].port, lines)
+        await eventually(lambda: len(seen) == 11)
+    queued = [0, 1, 2, 3, 4, 8, 9, 10, 11, 12]
+    assert all(answers[uids[n]] == {"uid": uids[n], "status": 0, "data": {"uid": uids[n]}}
+               for n in queued)
+    assert answers[uids[5]]["data"] == "relayed"
+    assert answers[uids[6]]["status"] == 300 and answers[uids[7]]["status"] == 400
+    assert [n for n, _ in seen] == [0, 1, 2, 3, 4, 100, 8, 9, 10, 11, 12]
+
+
+async def test_requests_read_together_are_each_counted_and_refused_alike(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    registry = job_registry({}, seen)
+    async with running_app(registry, tmp_path) as (app, client):
+        port = app.servers[0].port
+        uids = [str(uuid.uuid4()) for _ in range(6)]
+        await client.request("eco.queued_handler.receiving.pause", {"queue_route_key": "jobs"})
+        refused = await _exchange_lines(port, [_request_line(u, "jobs", {"n": 1}) for u in uids])
+        assert {a["status"] for a in refused.values()} == {500}
+        assert all("receiving is paused" in a["data"]["message"] for a in refused.values())
+        assert (await data(client))["pending"] == 0
+        await client.request("eco.queued_handler.receiving.unpause", {"queue_route_key": "jobs"})
+        stored = await _exchange_lines(port, [_request_line(u, "jobs", {"n": n})
+                                              for n, u in enumerate(uids)])
+        assert {a["status"] for a in stored.values()} == {0}
+        await eventually(lambda: len(seen) == 6)
+        calls = stats.current.groups["endpoints"]["jobs"]
+        assert calls.calls == 12 and calls.errors == {500: 6}
+
+
+async def test_a_request_that_cannot_be_stored_does_not_take_its_read_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecosys.queues import endpoint as queued
+
+    real = queued.stored_request
+
+    def refuse_three(value, data=queued.NOT_RECEIVED):  # type: ignore[no-untyped-def]
+        # Stands in for a request whose JSON cannot be made (no request read from JSON fails here).
+        if value.n == 3:
+            raise ValueError("cannot encode n=3")
+        return real(value, data)
+
+    monkeypatch.setattr(queued, "stored_request", refuse_three)
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (app, client):
+        uids = [str(uuid.uuid4()) for _ in range(6)]
+        answers = await _exchange_lines(app.servers[0].port,
+                                        [_request_line(u, "jobs", {"n": n}) for n, u in enumerate(uids)])
+        await eventually(lambda: len(seen) == 5)
+        assert (await data(client))["pending"] == 0
+    assert answers[uids[3]]["status"] == 600
+    assert "could not be stored: ValueError: cannot encode n=3" in answers[uids[3]]["data"]["message"]
+    assert all(answers[u]["status"] == 0 for n, u in enumerate(uids) if n != 3)
+    assert [n for n, _ in seen] == [0, 1, 2, 4, 5]

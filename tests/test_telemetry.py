@@ -226,3 +226,17 @@ async def test_one_application_stopping_leaves_the_others_periods_rolling() -> N
     assert keeper._task is None
     keeper.reset()
     assert keeper.gathering_period == 300.0 and keeper.history.maxlen == 12
+
+
+def test_calls_counted_together_weigh_as_many_as_counted_one_by_one() -> None:
+    from ecosys.telemetry.stats import CallStats
+
+    together, one_by_one = CallStats(), CallStats()
+    together.record_many(0, 0.002, 5)
+    together.record_many(500, 0.010, 2)
+    for _ in range(5):
+        one_by_one.record(0, 0.002)
+    for _ in range(2):
+        one_by_one.record(500, 0.010)
+    assert together.describe() == one_by_one.describe()
+    assert together.calls == 7 and together.errors == {500: 2}

@@ -370,6 +370,69 @@ class Router:
             stored(None)
         return committed
 
+    def store_many(
+        self, calls: list[PreparedCall], respond_many: Callable[[list[bytes]], None]
+    ) -> list[asyncio.Future[None]]:
+        """Acknowledge calls to queued endpoints read together, storing each endpoint's run at once.
+
+        Runs of calls to the same endpoint share one insert, one commit
+        listener and one write of their acknowledgements: a read of many
+        pipelined requests costs the loop per read what it would cost per
+        request. Arrival order is kept. Returns the commits to wait for.
+        """
+        pending: list[asyncio.Future[None]] = []
+        start, count = 0, len(calls)
+        while start < count:
+            endpoint = calls[start].endpoint
+            end = start + 1
+            while end < count and calls[end].endpoint is endpoint:
+                end += 1
+            run = calls if end - start == count else calls[start:end]
+            self._store_run(endpoint, run, respond_many, pending)
+            start = end
+        return pending
+
+    def _store_run(
+        self, endpoint: Endpoint, calls: list[PreparedCall],
+        respond_many: Callable[[list[bytes]], None], pending: list[asyncio.Future[None]],
+    ) -> None:
+        route_key = endpoint.route_key
+        started = perf_counter()
+        stats = self.stats
+
+        def stored(error: BaseException | None) -> None:
+            if error is None:
+                stats.record_many("endpoints", route_key, 0, perf_counter() - started, len(calls))
+                respond_many([encode_success_json(call.uid, b'{"uid":"' + call.uid.encode() + b'"}')
+                              for call in calls])
+            else:
+                stats.record_many("endpoints", route_key, Status.PROCESSING_FAILURE, None, len(calls))
+                respond_many([_storage_failure(call.uid, error) for call in calls])
+
+        try:
+            committed = endpoint.store_many_nowait(calls, stored)  # type: ignore[attr-defined]
+        except Reject as exc:
+            stats.record_many("endpoints", route_key, exc.status, perf_counter() - started,
+                              len(calls))
+            respond_many([encode_error(call.uid, exc.status, exc.message, exc.details)
+                          for call in calls])
+            return
+        except Exception:
+            # Nothing of the run was stored (the insert is all or nothing): one call
+            # at a time, each request gets its own answer for whatever went wrong.
+            def respond(line: bytes) -> None:
+                respond_many([line])
+
+            for call in calls:
+                alone = self.store_nowait(call, respond)
+                if alone is not None and alone not in pending:
+                    pending.append(alone)
+            return
+        if committed is None:
+            stored(None)
+        elif committed not in pending:
+            pending.append(committed)
+
     async def handle(self, line: bytes) -> bytes:
         """Answer one request line (without newline) with one response line."""
         prepared = self.prepare(line)

@@ -181,6 +181,43 @@ class QueuedEndpoint(Endpoint, QueueStorage):
             self._make_ready(entry)
         return committed
 
+    def store_many_nowait(
+        self, calls: list[PreparedCall], on_stored: Callable[[BaseException | None], None],
+    ) -> asyncio.Future[None] | None:
+        """Store requests read together (in order) with one insert; as :meth:`store_nowait` for each.
+
+        *on_stored* hears once for all of them. All are stored or, if this
+        raises, none is.
+        """
+        if not self.receiving:
+            raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
+        pair = self.pair
+        if pair is None or self._stopping:
+            raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
+        items = [(call.uid, stored_request(call.value, call.data), (call.value,)) for call in calls]
+        entries: list[Entry] = []
+
+        def stored(error: BaseException | None) -> None:
+            if error is not None:
+                for entry in entries:
+                    pair.forget(entry)
+            # Acknowledgements first, as in store_nowait.
+            on_stored(error)
+            if error is None:
+                self._make_ready_many(entries)
+
+        entries, committed = pair.push_many_nowait(items, on_commit=stored)
+        if committed is None:
+            self._make_ready_many(entries)
+        return committed
+
+    def _make_ready_many(self, entries: list[Entry]) -> None:
+        ready = self._ready
+        for entry in entries:
+            heapq.heappush(ready, (entry.seq, entry))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     def _make_ready(self, entry: Entry) -> None:
         heapq.heappush(self._ready, (entry.seq, entry))
         if self._wakeup is not None:

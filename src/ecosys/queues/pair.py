@@ -117,6 +117,21 @@ class QueuePair:
             raise
         return entry, committed
 
+    def push_many_nowait(
+        self, items: list[tuple[str, bytes, Any]], on_commit: CommitListener | None = None,
+    ) -> tuple[list[Entry], asyncio.Future[None] | None]:
+        """Store new entries (uid, request, value) in one insert, as :meth:`push_nowait` does one."""
+        seq = self._next_seq
+        entries = [Entry(seq=seq + n, uid=uid, request=request, value=value)
+                   for n, (uid, request, value) in enumerate(items)]
+        committed = self.pending.insert_nowait(entries, on_commit=on_commit)
+        # Only once the insert took them: a refused insert leaves nothing to forget.
+        self._next_seq = seq + len(entries)
+        known = self.entries
+        for entry in entries:
+            known[entry.seq] = entry
+        return entries, committed
+
     def forget(self, entry: Entry) -> None:
         """Drop an entry whose insert failed from the in-memory view."""
         self.entries.pop(entry.seq, None)

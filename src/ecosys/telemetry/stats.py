@@ -54,6 +54,18 @@ class CallStats:
             if seconds > self.max:
                 self.max = seconds
 
+    def record_many(self, status: int | str, seconds: float | None, count: int) -> None:
+        """Count *count* calls that ended together, with one status and duration."""
+        self.calls += count
+        if status:
+            self.errors[status] = self.errors.get(status, 0) + count
+        if seconds is not None:
+            index = bisect_left(BUCKET_BOUNDS, seconds)
+            self.buckets[index] = self.buckets.get(index, 0) + count
+            self.total += seconds * count
+            if seconds > self.max:
+                self.max = seconds
+
     def percentile(self, fraction: float) -> float | None:
         """The latency below which *fraction* of the timed calls fall (seconds)."""
         timed = sum(self.buckets.values())
@@ -159,6 +171,18 @@ class StatisticsKeeper:
         if stats is None:
             stats = calls[key] = CallStats()
         stats.record(status, seconds)
+
+    def record_many(
+        self, group: str, key: str, status: int | str, seconds: float | None, count: int
+    ) -> None:
+        """Count *count* calls of *key* that ended together (one group commit), as :meth:`record`."""
+        calls = self.current.groups.get(group)
+        if calls is None:
+            calls = self.current.groups[group] = {}
+        stats = calls.get(key)
+        if stats is None:
+            stats = calls[key] = CallStats()
+        stats.record_many(status, seconds, count)
 
     # ----- custom statistics ---------------------------------------------
 

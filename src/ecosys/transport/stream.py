@@ -105,6 +105,8 @@ class StreamServerProtocol(asyncio.Protocol):
         self._in_data = False
         self._denied: str | None = None  # the peer's address, if not on the allowlist
         self._closed = False  # set by close(): the lines still unread are dropped
+        # Calls to queued endpoints read in this data_received, stored together when it ends.
+        self._storing: list[PreparedCall] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -162,6 +164,9 @@ class StreamServerProtocol(asyncio.Protocol):
             if overflow:
                 self._reject_oversized()
         finally:
+            if self._storing:
+                # Also when the connection closed part way: what was read is stored.
+                self._store_gathered()
             self._in_data = False
             self._flush_out()
 
@@ -187,19 +192,31 @@ class StreamServerProtocol(asyncio.Protocol):
         prepared = cast(PreparedCall, prepared)
         self._in_flight += 1
         if prepared.endpoint.stores_without_task:
-            # Queued endpoints: acknowledged from a commit callback, no task at all.
-            pending = self._router.store_nowait(prepared, self._respond)
-        else:
-            # Every handler runs in its own task, started eagerly; only one that
-            # suspended comes back, to be tracked until it finishes.
-            pending = start_eagerly(self._loop, self._router.serve(prepared, self._respond))
-        if pending is not None:
-            in_flight = self._server.in_flight
-            if pending not in in_flight:  # one commit can carry many requests
-                in_flight.add(pending)
-                pending.add_done_callback(in_flight.discard)
-            if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
-                self._update_reading()
+            # Queued endpoints: gathered, stored with the others of this read,
+            # acknowledged from a commit callback; no task at all.
+            self._storing.append(prepared)
+            return
+        if self._storing:
+            # A handler run now could itself store into a queue: what arrived before it goes first.
+            self._store_gathered()
+        # Every handler runs in its own task, started eagerly; only one that
+        # suspended comes back, to be tracked until it finishes.
+        task = start_eagerly(self._loop, self._router.serve(prepared, self._respond))
+        if task is not None:
+            self._track(task)
+
+    def _store_gathered(self) -> None:
+        calls, self._storing = self._storing, []
+        for committed in self._router.store_many(calls, self._respond_many):
+            self._track(committed)
+
+    def _track(self, pending: asyncio.Future[Any]) -> None:
+        in_flight = self._server.in_flight
+        if pending not in in_flight:  # one commit can carry many requests
+            in_flight.add(pending)
+            pending.add_done_callback(in_flight.discard)
+        if self._in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
+            self._update_reading()
 
     def _deny(self, line: bytes) -> None:
         try:
@@ -214,6 +231,20 @@ class StreamServerProtocol(asyncio.Protocol):
     def _respond(self, line: bytes) -> None:
         self._write(line)
         self._in_flight -= 1
+        if self._reading_paused:
+            self._update_reading()
+        if self._stopped and not self._in_flight:
+            self._close_if_drained()
+
+    def _respond_many(self, lines: list[bytes]) -> None:
+        if self._transport is not None:
+            if self._out is None:
+                self._out = lines
+                if not self._in_data:
+                    self._loop.call_soon(self._flush_out)
+            else:
+                self._out += lines
+        self._in_flight -= len(lines)
         if self._reading_paused:
             self._update_reading()
         if self._stopped and not self._in_flight:
