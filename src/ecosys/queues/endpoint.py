@@ -28,6 +28,7 @@ from ..routing import (
 from ..telemetry.stats import stats
 from ..tracking import current_uid
 from .base import QueueStorage
+from .ready import ReadyEntries
 from .store import Entry, Synchronous
 
 log = logging.getLogger("ecosys.queues")
@@ -89,7 +90,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         self.retry_delay = retry_delay
         self.receiving = True
         self.processing = True
-        self._ready: list[tuple[int, Entry]] = []
+        self._ready = ReadyEntries()
         self._delayed: list[tuple[float, int, Entry]] = []
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -100,8 +101,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
     async def open(self, queue_dir: Path, prefix: str) -> None:
         """Open the queue files and start the worker on what an earlier run left."""
         entries = await self._open_storage(queue_dir, prefix)
-        self._ready = [(e.seq, e) for e in entries]
-        heapq.heapify(self._ready)
+        self._ready = ReadyEntries(entries)
         self._delayed = []
         self._stopping = False
         self._wakeup = asyncio.Event()
@@ -212,14 +212,14 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         return committed
 
     def _make_ready_many(self, entries: list[Entry]) -> None:
-        ready = self._ready
+        push = self._ready.push
         for entry in entries:
-            heapq.heappush(ready, (entry.seq, entry))
+            push(entry)
         if self._wakeup is not None:
             self._wakeup.set()
 
     def _make_ready(self, entry: Entry) -> None:
-        heapq.heappush(self._ready, (entry.seq, entry))
+        self._ready.push(entry)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -233,7 +233,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
             now = loop.time()
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, entry = heapq.heappop(self._delayed)
-                heapq.heappush(self._ready, (entry.seq, entry))
+                self._ready.push(entry)
             if self.processing and self._ready:
                 if now >= slice_end:
                     # Handlers that never suspend would otherwise keep the loop
@@ -241,7 +241,7 @@ class QueuedEndpoint(Endpoint, QueueStorage):
                     await asyncio.sleep(0)
                     slice_end = loop.time() + WORK_SLICE
                     continue
-                _, entry = heapq.heappop(self._ready)
+                entry = self._ready.pop()
                 try:
                     await self._process(entry)
                 except Exception:
