@@ -164,25 +164,23 @@ class StatisticsKeeper:
 
     def record(self, group: str, key: str, status: int | str, seconds: float | None) -> None:
         """Count a call of *key* (an endpoint, queued handler or send target) in *group*."""
-        calls = self.current.groups.get(group)
-        if calls is None:
-            calls = self.current.groups[group] = {}
-        stats = calls.get(key)
-        if stats is None:
-            stats = calls[key] = CallStats()
-        stats.record(status, seconds)
+        self.calls_of(group, key).record(status, seconds)
 
     def record_many(
         self, group: str, key: str, status: int | str, seconds: float | None, count: int
     ) -> None:
         """Count *count* calls of *key* that ended together (one group commit), as :meth:`record`."""
+        self.calls_of(group, key).record_many(status, seconds, count)
+
+    def calls_of(self, group: str, key: str) -> CallStats:
+        """The current period's statistics of *key* in *group*, created empty if new."""
         calls = self.current.groups.get(group)
         if calls is None:
             calls = self.current.groups[group] = {}
         stats = calls.get(key)
         if stats is None:
             stats = calls[key] = CallStats()
-        stats.record_many(status, seconds, count)
+        return stats
 
     # ----- custom statistics ---------------------------------------------
 
