@@ -1141,3 +1141,43 @@ async def test_udp_lanes_stay_within_the_cap(udp_server: UdpServer) -> None:
             answers = await asyncio.gather(*(client.request("sleep", {"seconds": 0.05}) for _ in range(40)))
         assert answers == [{"seconds": 0.05}] * 40
         assert len(client._lanes) <= MAX_EXTRA_LANES
+
+
+async def test_an_answer_later_than_its_window_never_reaches_a_newer_same_uid_request(
+    kind_and_server: tuple[str, object],
+) -> None:
+    # The late answer of a timed-out request is awaited for one more timeout on
+    # its connection; after that a new request with the uid goes elsewhere, and
+    # the answer, if it still comes, is dropped rather than handed to it.
+    kind, server = kind_and_server
+    uid = str(uuid.uuid4())
+    options: dict[str, object] = {"retries": 0}
+    if kind != "udp":
+        options["heartbeat_interval"] = None
+    async with make_client(kind, server, **options) as client:
+        await client.request("echo", {"message": "connect first"})
+        with pytest.raises(RequestTimeout):
+            # Answered at 0.8 s: after the 0.2 s timeout and the 0.2 s window that follows it.
+            await client.request("sleep", {"seconds": 0.8}, uid=uid, timeout=0.2)
+        await asyncio.sleep(0.3)
+        answer = await client.request("sleep", {"seconds": 0.6}, uid=uid, timeout=3)
+        assert answer == {"seconds": 0.6}, "the very late answer went to the newer request"
+        # The uid is usable again on every connection once the old answer is dropped.
+        assert await client.request("sleep", {"seconds": 0.01}, uid=uid) == {"seconds": 0.01}
+
+
+def test_a_connection_remembers_a_bounded_number_of_overdue_uids() -> None:
+    from ecosys.transport.client import MAX_OVERDUE_UIDS, ResponseMatcher
+
+    matcher = ResponseMatcher()
+    uids = [str(uuid.uuid4()) for _ in range(MAX_OVERDUE_UIDS + 2)]
+    for uid in uids:
+        matcher._mark_overdue(uid)
+    assert len(matcher.overdue) == MAX_OVERDUE_UIDS
+    assert uids[0] not in matcher.overdue and uids[1] not in matcher.overdue
+    assert matcher.busy(uids[-1]) and not matcher.busy(uids[0])
+    # The overdue answer itself, when it comes, is dropped and frees the uid.
+    from ecosys.protocol import Response
+
+    matcher.deliver(Response(uids[-1], 0, "late"))
+    assert not matcher.busy(uids[-1])

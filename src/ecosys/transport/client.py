@@ -61,6 +61,11 @@ def address_url(scheme: str, host: str, port: int) -> str:
 # uid is already in flight on its shared one (see Lanes).
 MAX_EXTRA_LANES = 8
 
+# How many uids a connection remembers whose late answer missed its window (see
+# ResponseMatcher.overdue); past that the oldest is forgotten, and its answer,
+# should it still come, could reach a newer request with that uid sent there.
+MAX_OVERDUE_UIDS = 1024
+
 # Gathered requests are written once this many are waiting, without waiting for
 # the end of the loop iteration: the server starts on the first ones while the
 # client prepares the rest, instead of the two processes taking turns.
@@ -280,7 +285,8 @@ class Lanes(Generic[C]):
         Where a late answer to a timed-out request with *uid* may still come:
         there, after it (elsewhere the new request would overtake the attempt
         that may still run on the server). Else the shared connection, unless
-        *uid* is in flight on it; then a lane (see _lane_for).
+        *uid* is in flight on it or its late answer is overdue there; then a
+        lane (see _lane_for).
         """
         if shared.matcher.expects_late_answer(uid):
             return shared
@@ -288,7 +294,7 @@ class Lanes(Generic[C]):
             owner = self.expecting_late_answer(uid)
             if owner is not None:
                 return owner
-        if not shared.matcher.in_flight(uid):
+        if not shared.matcher.busy(uid):
             return shared
         return await self._lane_for(uid, open_lane, reopen_shared)
 
@@ -325,6 +331,11 @@ class ResponseMatcher:
         # after a while): until then another request with that uid must wait, or
         # it would be handed the old request's answer.
         self.abandoned: dict[str, asyncio.Future[None]] = {}
+        # uids whose late answer did not come within its window: if it comes
+        # after all, it is dropped (unless a request with the uid was sent here
+        # since, which cannot tell the two answers apart). Oldest first, at most
+        # MAX_OVERDUE_UIDS.
+        self.overdue: dict[str, None] = {}
         self._deadlines: list[tuple[float, int, asyncio.Future[Response], float, str]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -385,8 +396,8 @@ class ResponseMatcher:
         return gone is not None and not gone.done()
 
     def busy(self, uid: str) -> bool:
-        """True while a request with *uid* waits here, or a late answer to one is still expected."""
-        return self.in_flight(uid) or self.expects_late_answer(uid)
+        """True while a request with *uid* waits here, or a late answer to one may still come."""
+        return self.in_flight(uid) or self.expects_late_answer(uid) or uid in self.overdue
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
@@ -397,11 +408,20 @@ class ResponseMatcher:
         def expire() -> None:
             if self.abandoned.get(uid) is gone:
                 del self.abandoned[uid]
+                if not gone.done():
+                    self._mark_overdue(uid)
             if not gone.done():
                 gone.set_result(None)
 
         gone.add_done_callback(lambda _: timer.cancel())
         timer = loop.call_later(window, expire)
+
+    def _mark_overdue(self, uid: str) -> None:
+        overdue = self.overdue
+        overdue.pop(uid, None)
+        overdue[uid] = None
+        if len(overdue) > MAX_OVERDUE_UIDS:
+            del overdue[next(iter(overdue))]
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -435,6 +455,11 @@ class ResponseMatcher:
             gone.set_result(None)
             return
         future = self.pending.get(uid) if uid is not None else None
+        if self.overdue and uid in self.overdue:
+            del self.overdue[uid]
+            if future is None or future.done():
+                log.debug("dropping a late answer for uid %s: it came after its window", uid)
+                return
         if future is None:
             if uid is None and len(self.pending) == 1 and response.status != 0:
                 # Errors the server could not tag (uid null) go to the only caller.
@@ -729,9 +754,11 @@ class StreamClient(Client):
             connection = self._connection
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
+                matcher = connection.matcher
                 if loop is asyncio.get_running_loop() and (
-                        uid not in connection.matcher.pending or not connection.matcher.in_flight(uid)
-                ) and not (self._lanes.open and self._lanes.expecting_late_answer(uid)):
+                        uid not in matcher.pending or not matcher.in_flight(uid)
+                ) and not (matcher.overdue and uid in matcher.overdue) and not (
+                        self._lanes.open and self._lanes.expecting_late_answer(uid)):
                     # (A dead lane expects nothing: losing a connection ends its waits.)
                     return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)
