@@ -1181,3 +1181,22 @@ def test_a_connection_remembers_a_bounded_number_of_overdue_uids() -> None:
 
     matcher.deliver(Response(uids[-1], 0, "late"))
     assert not matcher.busy(uids[-1])
+
+
+async def test_a_request_waiting_when_the_window_closes_goes_elsewhere(
+    kind_and_server: tuple[str, object],
+) -> None:
+    # A request with the uid of a timed-out one waits for the late answer on
+    # that connection; if the window closes first, it is sent on another one.
+    kind, server = kind_and_server
+    uid = str(uuid.uuid4())
+    options: dict[str, object] = {"retries": 0}
+    if kind != "udp":
+        options["heartbeat_interval"] = None
+    async with make_client(kind, server, **options) as client:
+        await client.request("echo", {"message": "connect first"})
+        with pytest.raises(RequestTimeout):
+            # Answered at 0.8 s; the window for its late answer closes at 0.4 s.
+            await client.request("sleep", {"seconds": 0.8}, uid=uid, timeout=0.2)
+        answer = await client.request("sleep", {"seconds": 0.6}, uid=uid, timeout=3)
+        assert answer == {"seconds": 0.6}, "the very late answer went to the waiting request"

@@ -77,6 +77,10 @@ GATHER_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
+class _Reroute(Exception):
+    """A request not sent: its uid's late answer became overdue on that connection while it waited."""
+
+
 def _not_sent() -> ConnectFailed:
     """The error of a request that never left this process: safe to retry."""
     return ConnectFailed("connection closed before the request was sent")
@@ -179,6 +183,8 @@ class Client:
                 response = await self._exchange(uid, payload, limit)
                 stats.record("senders", stat_key, response.status, perf_counter() - started)
                 break
+            except _Reroute:
+                continue  # not sent: routed again, now away from the overdue answer
             except ConnectFailed:
                 if attempt >= self.retries:
                     stats.record("senders", stat_key, "transport", None)
@@ -347,12 +353,14 @@ class ResponseMatcher:
         """Register *uid*, call ``write(uid, payload)`` and wait for the matching response."""
         # Requests sent while handling one request share its uid; responses are
         # matched by uid, so a second request with the same uid waits its turn.
+        waited_for_late_answer = False
         while True:
             earlier: asyncio.Future[Any] | None = self.pending.get(uid)
             if earlier is None or earlier.done():
                 earlier = self.abandoned.get(uid)
                 if earlier is None or earlier.done():
                     break
+                waited_for_late_answer = True
             try:
                 await asyncio.shield(earlier)
             except asyncio.CancelledError:
@@ -360,6 +368,10 @@ class ResponseMatcher:
                     raise  # this caller was cancelled, not the earlier request
             except Exception:
                 pass
+        if waited_for_late_answer and self.overdue and uid in self.overdue:
+            # The late answer waited for did not come and may still come: it
+            # would be taken for this request's. The caller sends it elsewhere.
+            raise _Reroute(uid)
         future: asyncio.Future[Response] = loop.create_future()
         self.pending[uid] = future
         deadline = loop.time() + timeout
