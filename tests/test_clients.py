@@ -1143,12 +1143,15 @@ async def test_udp_lanes_stay_within_the_cap(udp_server: UdpServer) -> None:
         assert len(client._lanes) <= MAX_EXTRA_LANES
 
 
+
+@pytest.mark.parametrize("sent", ["after the window", "while waiting in the window"])
 async def test_an_answer_later_than_its_window_never_reaches_a_newer_same_uid_request(
-    kind_and_server: tuple[str, object],
+    kind_and_server: tuple[str, object], sent: str,
 ) -> None:
     # The late answer of a timed-out request is awaited for one more timeout on
-    # its connection; after that a new request with the uid goes elsewhere, and
-    # the answer, if it still comes, is dropped rather than handed to it.
+    # its connection. A request with the uid sent after that window, or waiting
+    # in it when it closes, goes on another connection; the answer, if it still
+    # comes, is dropped rather than handed to it.
     kind, server = kind_and_server
     uid = str(uuid.uuid4())
     options: dict[str, object] = {"retries": 0}
@@ -1159,7 +1162,8 @@ async def test_an_answer_later_than_its_window_never_reaches_a_newer_same_uid_re
         with pytest.raises(RequestTimeout):
             # Answered at 0.8 s: after the 0.2 s timeout and the 0.2 s window that follows it.
             await client.request("sleep", {"seconds": 0.8}, uid=uid, timeout=0.2)
-        await asyncio.sleep(0.3)
+        if sent == "after the window":
+            await asyncio.sleep(0.3)
         answer = await client.request("sleep", {"seconds": 0.6}, uid=uid, timeout=3)
         assert answer == {"seconds": 0.6}, "the very late answer went to the newer request"
         # The uid is usable again on every connection once the old answer is dropped.
@@ -1182,21 +1186,3 @@ def test_a_connection_remembers_a_bounded_number_of_overdue_uids() -> None:
     matcher.deliver(Response(uids[-1], 0, "late"))
     assert not matcher.busy(uids[-1])
 
-
-async def test_a_request_waiting_when_the_window_closes_goes_elsewhere(
-    kind_and_server: tuple[str, object],
-) -> None:
-    # A request with the uid of a timed-out one waits for the late answer on
-    # that connection; if the window closes first, it is sent on another one.
-    kind, server = kind_and_server
-    uid = str(uuid.uuid4())
-    options: dict[str, object] = {"retries": 0}
-    if kind != "udp":
-        options["heartbeat_interval"] = None
-    async with make_client(kind, server, **options) as client:
-        await client.request("echo", {"message": "connect first"})
-        with pytest.raises(RequestTimeout):
-            # Answered at 0.8 s; the window for its late answer closes at 0.4 s.
-            await client.request("sleep", {"seconds": 0.8}, uid=uid, timeout=0.2)
-        answer = await client.request("sleep", {"seconds": 0.6}, uid=uid, timeout=3)
-        assert answer == {"seconds": 0.6}, "the very late answer went to the waiting request"
