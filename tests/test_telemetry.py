@@ -232,8 +232,8 @@ def test_calls_counted_together_weigh_as_many_as_counted_one_by_one() -> None:
     from ecosys.telemetry.stats import CallStats
 
     together, one_by_one = CallStats(), CallStats()
-    together.record_many(0, 0.002, 5)
-    together.record_many(500, 0.010, 2)
+    together.record(0, 0.002, 5)
+    together.record(500, 0.010, 2)
     for _ in range(5):
         one_by_one.record(0, 0.002)
     for _ in range(2):

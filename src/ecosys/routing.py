@@ -40,7 +40,7 @@ class Endpoint:
     """A route key bound to an async handler and the model of its request data."""
 
     # True for endpoints whose requests are only stored on arrival (queued
-    # endpoints): servers acknowledge them through store_nowait, without a task.
+    # endpoints): servers acknowledge them through Router.store_many, without a task.
     stores_without_task = False
 
     def __init__(self, route_key: str, handler: Handler, *, reserved: bool = False) -> None:
@@ -333,43 +333,6 @@ class Router:
         await self.serve(call, lines.append)
         return lines[0]
 
-    def store_nowait(
-        self, call: PreparedCall, respond: Callable[[bytes], None]
-    ) -> asyncio.Future[None] | None:
-        """Acknowledge a call to an endpoint with ``store_nowait`` (a queued endpoint) without a task.
-
-        *respond* gets the response line, now or when the request's commit is
-        done; the returned future (if any) is that commit.
-        """
-        uid = call.uid
-        route_key = call.endpoint.route_key
-        started = perf_counter()
-        stats = self.stats
-
-        def stored(error: BaseException | None) -> None:
-            if error is None:
-                stats.record("endpoints", route_key, 0, perf_counter() - started)
-                respond(encode_success_json(uid, b'{"uid":"' + uid.encode() + b'"}'))
-            else:
-                stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
-                respond(_storage_failure(uid, error))
-
-        try:
-            committed = call.endpoint.store_nowait(  # type: ignore[attr-defined]
-                uid, call.value, stored, data=call.data)
-        except Reject as exc:
-            stats.record("endpoints", route_key, exc.status, perf_counter() - started)
-            respond(encode_error(uid, exc.status, exc.message, exc.details))
-            return None
-        except Exception as exc:
-            log.exception("storing a request for %r failed", route_key)
-            stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None)
-            respond(_storage_failure(uid, exc))
-            return None
-        if committed is None:
-            stored(None)
-        return committed
-
     def store_many(
         self, calls: list[PreparedCall], respond_many: Callable[[list[bytes]], None]
     ) -> list[asyncio.Future[None]]:
@@ -402,31 +365,29 @@ class Router:
 
         def stored(error: BaseException | None) -> None:
             if error is None:
-                stats.record_many("endpoints", route_key, 0, perf_counter() - started, len(calls))
+                stats.record("endpoints", route_key, 0, perf_counter() - started, len(calls))
                 respond_many([encode_success_json(call.uid, b'{"uid":"' + call.uid.encode() + b'"}')
                               for call in calls])
             else:
-                stats.record_many("endpoints", route_key, Status.PROCESSING_FAILURE, None, len(calls))
+                stats.record("endpoints", route_key, Status.PROCESSING_FAILURE, None, len(calls))
                 respond_many([_storage_failure(call.uid, error) for call in calls])
 
         try:
             committed = endpoint.store_many_nowait(calls, stored)  # type: ignore[attr-defined]
         except Reject as exc:
-            stats.record_many("endpoints", route_key, exc.status, perf_counter() - started,
-                              len(calls))
+            stats.record("endpoints", route_key, exc.status, perf_counter() - started, len(calls))
             respond_many([encode_error(call.uid, exc.status, exc.message, exc.details)
                           for call in calls])
             return
-        except Exception:
-            # Nothing of the run was stored (the insert is all or nothing): one call
-            # at a time, each request gets its own answer for whatever went wrong.
-            def respond(line: bytes) -> None:
-                respond_many([line])
-
-            for call in calls:
-                alone = self.store_nowait(call, respond)
-                if alone is not None and alone not in pending:
-                    pending.append(alone)
+        except Exception as exc:
+            if len(calls) > 1:
+                # Nothing of the run was stored (the insert is all or nothing): one
+                # call at a time, each request gets its own answer for what went wrong.
+                for call in calls:
+                    self._store_run(endpoint, [call], respond_many, pending)
+                return
+            log.exception("storing a request for %r failed", route_key)
+            stored(exc)
             return
         if committed is None:
             stored(None)

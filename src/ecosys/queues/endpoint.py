@@ -152,74 +152,54 @@ class QueuedEndpoint(Endpoint, QueueStorage):
         Otherwise *on_stored* (if given) is called with None once the request is
         on disk, or with the exception if storing it failed, before the
         returned future settles. Raises Reject (status 500) while receiving is
-        paused or the queue is closed. Servers use this to acknowledge without
-        a task per request.
+        paused or the queue is closed.
         """
-        if not self.receiving:
-            raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
-        pair = self.pair
-        if pair is None or self._stopping:
-            raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
-        request = stored_request(value, data)
-        entry: Entry | None = None
-
-        def stored(error: BaseException | None) -> None:
-            # The worker gets the request only once it is on disk, as the caller is told.
-            assert entry is not None
-            if error is not None:
-                pair.forget(entry)
-            # The acknowledgement first: its write is then scheduled before the
-            # worker's wake-up, so a commit's callers hear back before the
-            # worker spends the loop's time on handlers.
-            if on_stored is not None:
-                on_stored(error)
-            if error is None:
-                self._make_ready(entry)
-
-        entry, committed = pair.push_nowait(uid, request, value=(value,), on_commit=stored)
-        if committed is None:
-            self._make_ready(entry)
-        return committed
+        return self._store([(uid, stored_request(value, data), None, (value,))], on_stored)
 
     def store_many_nowait(
         self, calls: list[PreparedCall], on_stored: Callable[[BaseException | None], None],
     ) -> asyncio.Future[None] | None:
         """Store requests read together (in order) with one insert; as :meth:`store_nowait` for each.
 
-        *on_stored* hears once for all of them. All are stored or, if this
-        raises, none is.
+        Servers use this to acknowledge without a task per request. *on_stored*
+        hears once for all of them. All are stored or, if this raises, none is.
         """
+        return self._store([(call.uid, stored_request(call.value, call.data), None, (call.value,))
+                            for call in calls], on_stored)
+
+    def _store(
+        self, items: list[tuple[str, bytes, str | None, Any]],
+        on_stored: Callable[[BaseException | None], None] | None,
+    ) -> asyncio.Future[None] | None:
         if not self.receiving:
             raise Reject(Status.APPLICATION_BUSY, f"receiving is paused for {self.route_key!r}")
         pair = self.pair
         if pair is None or self._stopping:
             raise Reject(Status.APPLICATION_BUSY, f"queue {self.route_key!r} is not open")
-        items = [(call.uid, stored_request(call.value, call.data), (call.value,)) for call in calls]
         entries: list[Entry] = []
 
         def stored(error: BaseException | None) -> None:
+            # The worker gets the requests only once they are on disk, as the callers are told.
             if error is not None:
                 for entry in entries:
                     pair.forget(entry)
-            # Acknowledgements first, as in store_nowait.
-            on_stored(error)
+            # The acknowledgements first: their write is then scheduled before the
+            # worker's wake-up, so a commit's callers hear back before the
+            # worker spends the loop's time on handlers.
+            if on_stored is not None:
+                on_stored(error)
             if error is None:
-                self._make_ready_many(entries)
+                self._make_ready(*entries)
 
         entries, committed = pair.push_many_nowait(items, on_commit=stored)
         if committed is None:
-            self._make_ready_many(entries)
+            self._make_ready(*entries)
         return committed
 
-    def _make_ready_many(self, entries: list[Entry]) -> None:
+    def _make_ready(self, *entries: Entry) -> None:
         push = self._ready.push
         for entry in entries:
             push(entry)
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    def _make_ready(self, entry: Entry) -> None:
-        self._ready.push(entry)
         if self._wakeup is not None:
             self._wakeup.set()
 

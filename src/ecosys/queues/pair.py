@@ -106,24 +106,21 @@ class QueuePair:
         If that commit fails, call :meth:`forget` with the entry. *on_commit*
         is called as :meth:`DurableQueue.insert_nowait` describes.
         """
-        entry = Entry(seq=self._next_seq, uid=uid, request=request, group_key=group_key,
-                      value=value)
-        self._next_seq += 1
-        self.entries[entry.seq] = entry
-        try:
-            committed = self.pending.insert_nowait([entry], on_commit=on_commit)
-        except BaseException:
-            self.forget(entry)
-            raise
-        return entry, committed
+        entries, committed = self.push_many_nowait([(uid, request, group_key, value)], on_commit)
+        return entries[0], committed
 
     def push_many_nowait(
-        self, items: list[tuple[str, bytes, Any]], on_commit: CommitListener | None = None,
+        self, items: list[tuple[str, bytes, str | None, Any]],
+        on_commit: CommitListener | None = None,
     ) -> tuple[list[Entry], asyncio.Future[None] | None]:
-        """Store new entries (uid, request, value) in one insert, as :meth:`push_nowait` does one."""
+        """Store new entries (uid, request, group key, value) in order with one insert.
+
+        As :meth:`push_nowait` for each; *on_commit* hears once for all. If this
+        raises, none is stored.
+        """
         seq = self._next_seq
-        entries = [Entry(seq=seq + n, uid=uid, request=request, value=value)
-                   for n, (uid, request, value) in enumerate(items)]
+        entries = [Entry(seq=seq + n, uid=uid, request=request, group_key=group_key, value=value)
+                   for n, (uid, request, group_key, value) in enumerate(items)]
         committed = self.pending.insert_nowait(entries, on_commit=on_commit)
         # Only once the insert took them: a refused insert leaves nothing to forget.
         self._next_seq = seq + len(entries)

@@ -42,20 +42,8 @@ class CallStats:
         self.max = 0.0
         self.total = 0.0
 
-    def record(self, status: int | str, seconds: float | None) -> None:
-        """Count one call with its status and (if measured) its duration."""
-        self.calls += 1
-        if status:
-            self.errors[status] = self.errors.get(status, 0) + 1
-        if seconds is not None:
-            index = bisect_left(BUCKET_BOUNDS, seconds)
-            self.buckets[index] = self.buckets.get(index, 0) + 1
-            self.total += seconds
-            if seconds > self.max:
-                self.max = seconds
-
-    def record_many(self, status: int | str, seconds: float | None, count: int) -> None:
-        """Count *count* calls that ended together, with one status and duration."""
+    def record(self, status: int | str, seconds: float | None, count: int = 1) -> None:
+        """Count *count* calls that ended together with this status and (if measured) duration."""
         self.calls += count
         if status:
             self.errors[status] = self.errors.get(status, 0) + count
@@ -162,25 +150,20 @@ class StatisticsKeeper:
 
     # ----- recording (hot path) ------------------------------------------
 
-    def record(self, group: str, key: str, status: int | str, seconds: float | None) -> None:
-        """Count a call of *key* (an endpoint, queued handler or send target) in *group*."""
-        self.calls_of(group, key).record(status, seconds)
-
-    def record_many(
-        self, group: str, key: str, status: int | str, seconds: float | None, count: int
+    def record(
+        self, group: str, key: str, status: int | str, seconds: float | None, count: int = 1
     ) -> None:
-        """Count *count* calls of *key* that ended together (one group commit), as :meth:`record`."""
-        self.calls_of(group, key).record_many(status, seconds, count)
+        """Count a call of *key* (an endpoint, queued handler or send target) in *group*.
 
-    def calls_of(self, group: str, key: str) -> CallStats:
-        """The current period's statistics of *key* in *group*, created empty if new."""
+        *count* > 1: that many calls that ended together (one group commit).
+        """
         calls = self.current.groups.get(group)
         if calls is None:
             calls = self.current.groups[group] = {}
         stats = calls.get(key)
         if stats is None:
             stats = calls[key] = CallStats()
-        return stats
+        stats.record(status, seconds, count)
 
     # ----- custom statistics ---------------------------------------------
 

@@ -273,6 +273,14 @@ class Lanes(Generic[C]):
                 return lane
         return None
 
+    def shared_will_do(self, uid: str, shared: C) -> bool:
+        """True when a request with *uid* may go on *shared* without :meth:`connection_for`.
+
+        The common case, checked without a coroutine: nothing in flight, no late
+        answer and no overdue one carries *uid* there or on a lane.
+        """
+        return not shared.matcher.busy(uid) and not (self.open and self.expecting_late_answer(uid))
+
     def keep_only(self, usable: Callable[[C], bool]) -> None:
         """Forget the lanes that are not *usable* any more (closed by the peer, failed)."""
         self.open = [lane for lane in self.open if usable(lane)]
@@ -409,7 +417,10 @@ class ResponseMatcher:
 
     def busy(self, uid: str) -> bool:
         """True while a request with *uid* waits here, or a late answer to one may still come."""
-        return self.in_flight(uid) or self.expects_late_answer(uid) or uid in self.overdue
+        # Membership first: on every request's path, and the uid is usually nowhere.
+        return (uid in self.pending and self.in_flight(uid)
+                or uid in self.abandoned and self.expects_late_answer(uid)
+                or uid in self.overdue)
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, uid: str, window: float) -> None:
         if uid in self.abandoned:
@@ -766,11 +777,7 @@ class StreamClient(Client):
             connection = self._connection
             loop = self._loop
             if connection is not None and connection.alive and loop is not None:
-                matcher = connection.matcher
-                if loop is asyncio.get_running_loop() and (
-                        uid not in matcher.pending or not matcher.in_flight(uid)
-                ) and not (matcher.overdue and uid in matcher.overdue) and not (
-                        self._lanes.open and self._lanes.expecting_late_answer(uid)):
+                if loop is asyncio.get_running_loop() and self._lanes.shared_will_do(uid, connection):
                     # (A dead lane expects nothing: losing a connection ends its waits.)
                     return connection.request(loop, uid, payload, timeout)
         return self._exchange_connecting(uid, payload, timeout)

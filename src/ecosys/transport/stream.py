@@ -230,21 +230,15 @@ class StreamServerProtocol(asyncio.Protocol):
 
     def _respond(self, line: bytes) -> None:
         self._write(line)
-        self._in_flight -= 1
-        if self._reading_paused:
-            self._update_reading()
-        if self._stopped and not self._in_flight:
-            self._close_if_drained()
+        self._answered(1)
 
     def _respond_many(self, lines: list[bytes]) -> None:
-        if self._transport is not None:
-            if self._out is None:
-                self._out = lines
-                if not self._in_data:
-                    self._loop.call_soon(self._flush_out)
-            else:
-                self._out += lines
-        self._in_flight -= len(lines)
+        for line in lines:
+            self._write(line)
+        self._answered(len(lines))
+
+    def _answered(self, count: int) -> None:
+        self._in_flight -= count
         if self._reading_paused:
             self._update_reading()
         if self._stopped and not self._in_flight:

@@ -214,7 +214,7 @@ class UdpClient(Client):
     async def _exchange(self, uid: str, payload: bytes, timeout: float) -> Response:
         protocol = await self._endpoint()
         assert self._loop is not None
-        if not self._lanes.open and not protocol.matcher.busy(uid):
+        if self._lanes.shared_will_do(uid, protocol):
             # The common case, without a coroutine more: nothing else carries this uid.
             return await protocol.matcher.wait(self._loop, uid, protocol.send, payload, timeout)
         self._lanes.keep_only(lambda lane: lane.transport is not None)
