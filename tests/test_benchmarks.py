@@ -30,3 +30,46 @@ def test_cases_measures_only_the_chosen_rows(tmp_path: Path) -> None:
     assert rows[0]["ecosys"]["median"] > 0 and rows[0]["baseline"]["median"] > 0
     table_rows = [line for line in done.stdout.splitlines() if line.startswith(("persistent", "transient", "UDP"))]
     assert len(table_rows) == 1 and table_rows[0].startswith("persistent UDS, 1 at a time")
+
+
+def _ping_pong_run_module():  # type: ignore[no-untyped-def]
+    # Loaded from its path under its own name: examples/fun_factory has a run.py too.
+    import importlib.util
+    folder = str(RUN.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # for its own imports (servers, workloads)
+    spec = importlib.util.spec_from_file_location("ping_pong_run", RUN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ratio_pairs_each_repetition_and_skips_failed_ones() -> None:
+    run = _ping_pong_run_module()
+    ours = run.Outcome([100.0, None, 300.0, 80.0], ["ConnectFailed: x"])
+    theirs = run.Outcome([200.0, 400.0, None, 100.0], ["ConnectFailed: y"])
+    # Repetitions 2 and 3 failed on one side each: only 1 and 4 make pairs.
+    assert run.paired_ratios(ours, theirs) == [0.5, 0.8]
+    assert ours.median == 100.0 and theirs.median == 200.0
+
+
+def test_ratio_is_the_median_pair_not_the_ratio_of_medians() -> None:
+    run = _ping_pong_run_module()
+    row = run.Row("persistent_uds_1", "persistent UDS, 1 at a time", None, "UDS 1 at a time",
+                  None, target=0.75)
+    # The machine slows down between repetitions: side by side each pair is 80%,
+    # but the medians of the two columns come from different moments.
+    ours = run.Outcome([800.0, 400.0, 160.0], [])
+    theirs = run.Outcome([1000.0, 500.0, 200.0], [])
+    result = run.row_result(row, {"ecosys": ours, "baseline": theirs})
+    assert result["ratio"] == 0.8 and result["passed"] is True and result["doubtful"] is False
+    assert result["ratio_of_medians"] == 0.8
+    ours = run.Outcome([900.0, 300.0, 150.0], [])
+    theirs = run.Outcome([1000.0, 500.0, 200.0], [])
+    result = run.row_result(row, {"ecosys": ours, "baseline": theirs})
+    assert result["ratios"] == [0.9, 0.6, 0.75]
+    assert result["ratio"] == 0.75 and result["passed"] is True
+    # The target sits inside the middle half of the pairs: the verdict may flip.
+    assert result["ratio_middle_half"] == [0.675, 0.825] and result["doubtful"] is True

@@ -49,14 +49,14 @@ def uvloop_version() -> str | None:
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, seconds: float, warmup: float,
-                    quick: tuple[float, float], json_path: Path) -> None:
+                    quick: tuple[float, float], json_path: Path, repeats: int = 3) -> None:
     """The options every benchmark takes: timing, repetitions, loops, output."""
     parser.add_argument("--seconds", type=float, default=seconds,
                         help=f"measured seconds per repetition of each case (default {seconds:g})")
     parser.add_argument("--warmup", type=float, default=warmup,
                         help=f"seconds run before each measurement starts (default {warmup:g})")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="repetitions per case; the median is reported (default 3)")
+    parser.add_argument("--repeats", type=int, default=repeats,
+                        help=f"repetitions per case; the median is reported (default {repeats})")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: 1 repetition of {quick[0]:g} s per case, {quick[1]:g} s warm-up")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",

@@ -52,8 +52,6 @@ HERE = Path(__file__).resolve().parent
 JSON_PATH = HERE / "last_run.json"
 SEQUENTIAL_TARGET = 0.75
 IN_FLIGHT_TARGET = 0.40
-# Repetitions further apart than this make a row's verdict doubtful.
-NOISY_SPREAD = 0.25
 TARGETS_TEXT = (
     f"persistent TCP and UDS, 1 at a time: ecosys >= {SEQUENTIAL_TARGET:.0%} of the baseline "
     "1 at a time on the same socket type",
@@ -139,13 +137,42 @@ def all_rows() -> list[Row]:
 class Outcome:
     """The repetitions of one side (ecosys or baseline) of one row."""
 
-    rates: list[float]
+    by_repetition: list[float | None]  # None where that repetition failed
     errors: list[str]
+
+    @property
+    def rates(self) -> list[float]:
+        """The rates of the repetitions that succeeded."""
+        return [rate for rate in self.by_repetition if rate is not None]
 
     @property
     def median(self) -> float | None:
         """Median round trips per second, None if every repetition failed."""
-        return statistics.median(self.rates) if self.rates else None
+        rates = self.rates
+        return statistics.median(rates) if rates else None
+
+
+def paired_ratios(ours: Outcome, theirs: Outcome) -> list[float]:
+    """ecosys / baseline for each repetition in which both sides succeeded.
+
+    The two sides of a repetition run one right after the other, so each ratio
+    compares them on the machine as it was at that moment: on a machine whose
+    speed drifts over seconds (a shared VM), medians taken side by side over
+    the whole run would compare fast moments of one side with slow ones of the other.
+    """
+    return [
+        mine / base
+        for mine, base in zip(ours.by_repetition, theirs.by_repetition, strict=True)
+        if mine is not None and base
+    ]
+
+
+def middle_half(values: list[float]) -> tuple[float, float] | None:
+    """The first and third quartiles of *values* (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 async def measure_all(
@@ -164,6 +191,7 @@ async def measure_all(
                 try:
                     rate = await measure(build(servers[side].addresses), args.warmup, args.seconds)
                 except Exception as exc:
+                    outcome.by_repetition.append(None)
                     outcome.errors.append(f"{type(exc).__name__}: {exc}")
                     progress("E")
                     # A server that is shutting down may still run for a moment.
@@ -173,7 +201,7 @@ async def measure_all(
                             f"the {side} server died:\n{servers[side].output()}"
                         ) from exc
                     continue
-                outcome.rates.append(rate)
+                outcome.by_repetition.append(rate)
                 progress(".")
         progress("\n")
     return outcomes
@@ -202,18 +230,31 @@ def run_loop(loop_kind: str, args: argparse.Namespace, run_dir: Path) -> dict[st
 def row_result(row: Row, outcome: dict[str, Outcome]) -> dict[str, Any]:
     """The JSON record of one row."""
     ours, theirs = outcome["ecosys"], outcome["baseline"]
-    ratio = None
-    if ours.median is not None and theirs.median:
-        ratio = ours.median / theirs.median
+    ratios = paired_ratios(ours, theirs)
+    ratio = statistics.median(ratios) if ratios else None
+    middle = middle_half(ratios)
     passed = None if row.target is None or ratio is None else ratio >= row.target
+    # The verdict is doubtful when the target lies inside the middle half of the
+    # repetitions' ratios: another run's median could land on its other side.
+    doubtful = (
+        passed is not None and middle is not None and row.target is not None
+        and middle[0] < row.target <= middle[1]
+    )
     spreads = [max(o.rates) / min(o.rates) - 1 for o in (ours, theirs) if len(o.rates) > 1]
+    of_medians = None
+    if ours.median is not None and theirs.median:
+        of_medians = ours.median / theirs.median
     return {
         "case": row.key,
         "label": row.label,
         "baseline_case": row.baseline_label,
-        "ecosys": {"median": ours.median, "runs": ours.rates, "errors": ours.errors},
-        "baseline": {"median": theirs.median, "runs": theirs.rates, "errors": theirs.errors},
+        "ecosys": {"median": ours.median, "runs": ours.by_repetition, "errors": ours.errors},
+        "baseline": {"median": theirs.median, "runs": theirs.by_repetition, "errors": theirs.errors},
         "ratio": ratio,
+        "ratios": ratios,
+        "ratio_middle_half": list(middle) if middle else None,
+        "ratio_of_medians": of_medians,
+        "doubtful": doubtful,
         "spread": max(spreads) if spreads else None,
         "target": row.target,
         "passed": passed,
@@ -236,7 +277,7 @@ def fmt_rate(value: float | None) -> str:
 
 def table(loop_kind: str, result: dict[str, Any], args: argparse.Namespace) -> str:
     """The table of one event loop kind as text."""
-    header = ("case", "ecosys req/s", "baseline case", "baseline req/s", "ratio", "spread",
+    header = ("case", "ecosys req/s", "baseline case", "baseline req/s", "ratio", "middle half",
               "target", "result")
     lines = [header]
     doubtful = False
@@ -245,19 +286,20 @@ def table(loop_kind: str, result: dict[str, Any], args: argparse.Namespace) -> s
         verdict = {None: "-", True: "pass", False: "FAIL"}[r["passed"]]
         if r["target"] is not None and r["ratio"] is None:
             verdict = "error"
-        noisy = r["spread"] is not None and r["spread"] > NOISY_SPREAD
-        if noisy and r["passed"] is not None:
+        if r["doubtful"]:
             verdict += "?"
             doubtful = True
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1%}"
-        spread = "-" if r["spread"] is None else f"{r['spread']:.0%}"
+        middle = r["ratio_middle_half"]
+        middle_text = "-" if middle is None else f"{middle[0]:.0%}-{middle[1]:.0%}"
         lines.append((r["label"], fmt_rate(r["ecosys"]["median"]), r["baseline_case"],
-                      fmt_rate(r["baseline"]["median"]), ratio, spread, target, verdict))
+                      fmt_rate(r["baseline"]["median"]), ratio, middle_text, target, verdict))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     left = {0, 2, 7}
     out = [
-        f"event loop: {loop_kind}; median of {args.repeats} x {args.seconds:g} s; "
-        "ratio = ecosys / baseline; spread = fastest / slowest run - 1 (worse side)"
+        f"event loop: {loop_kind}; req/s: median of {args.repeats} x {args.seconds:g} s; "
+        "ratio: median over the repetitions of ecosys / baseline measured back to back; "
+        "middle half: their first to third quartile"
     ]
     for n, line in enumerate(lines):
         cells = [
@@ -268,8 +310,8 @@ def table(loop_kind: str, result: dict[str, Any], args: argparse.Namespace) -> s
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     if doubtful:
-        out.append(f"?: spread over {NOISY_SPREAD:.0%}, the verdict may flip on another run "
-                   f"(every repetition is in {args.json.name})")
+        out.append("?: the target lies inside the middle half, so the verdict may flip on "
+                   f"another run (every repetition is in {args.json.name})")
     errors = [
         f"  {r['label']} ({side}): {msg}"
         for r in result["rows"] for side in ("ecosys", "baseline") for msg in r[side]["errors"]
@@ -326,7 +368,8 @@ def git_state() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_run_options(parser, seconds=1.0, warmup=0.25, quick=(0.2, 0.05), json_path=JSON_PATH)
+    add_run_options(parser, seconds=0.5, warmup=0.2, repeats=7, quick=(0.2, 0.05),
+                    json_path=JSON_PATH)
     keys = [row.key for row in all_rows()]
     parser.add_argument("--cases", type=lambda text: text.split(","), default=None,
                         metavar="KEY[,KEY...]",
