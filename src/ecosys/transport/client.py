@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from time import perf_counter
@@ -45,6 +43,7 @@ from ..protocol import (
 from ..tasks import retrieve_exception
 from ..telemetry.stats import stats
 from ..tracking import current_uid
+from .deadlines import Deadlines
 from .readbuf import ReceivesIntoSharedBuffer, loop_reads_into_fresh_memory
 
 log = logging.getLogger("ecosys.client")
@@ -334,9 +333,9 @@ class Lanes(Generic[C]):
 class ResponseMatcher:
     """Futures of requests in flight, keyed by uid, with per-uid ordering and timeouts.
 
-    Timeouts use one timer per matcher over a heap of deadlines rather than a
-    timer per request: with equal timeouts new deadlines only ever come last,
-    so the timer is re-armed rarely and a request costs a heap push.
+    Timeouts use one timer per matcher over its Deadlines rather than a timer
+    per request: with equal timeouts new deadlines only ever come last, so the
+    timer is re-armed rarely and a request costs a deque append.
     """
 
     def __init__(self) -> None:
@@ -350,8 +349,7 @@ class ResponseMatcher:
         # since, which cannot tell the two answers apart). Oldest first, at most
         # MAX_OVERDUE_UIDS.
         self.overdue: dict[str, None] = {}
-        self._deadlines: list[tuple[float, int, asyncio.Future[Response], float, str]] = []
-        self._order = itertools.count()
+        self._deadlines: Deadlines[asyncio.Future[Response]] = Deadlines()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
@@ -383,12 +381,7 @@ class ResponseMatcher:
         future: asyncio.Future[Response] = loop.create_future()
         self.pending[uid] = future
         deadline = loop.time() + timeout
-        deadlines = self._deadlines
-        if len(deadlines) > 4 * len(self.pending) + 64:
-            # Answered requests stay in the heap until their deadline; drop them now and then.
-            deadlines[:] = [d for d in deadlines if not d[2].done()]
-            heapq.heapify(deadlines)
-        heapq.heappush(deadlines, (deadline, next(self._order), future, timeout, uid))
+        self._deadlines.add(deadline, future, timeout, uid, len(self.pending))
         if self._timer is None or deadline < self._timer_at:
             self._arm(loop, deadline)
         try:
@@ -455,19 +448,16 @@ class ResponseMatcher:
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         deadlines = self._deadlines
-        now = loop.time()
-        while deadlines and deadlines[0][0] <= now:
-            _, _, future, timeout, uid = heapq.heappop(deadlines)
+        for future, timeout, uid in deadlines.pop_due(loop.time()):
             if not future.done():
                 future.set_exception(RequestTimeout(f"no response within {timeout:g}s"))
                 # At once, not when the caller resumes: another request with this
                 # uid may be sent before that, and would get the late answer.
                 if self.pending.get(uid) is future:
                     self._abandon(loop, uid, timeout)
-        while deadlines and deadlines[0][2].done():
-            heapq.heappop(deadlines)
-        if deadlines:
-            self._arm(loop, deadlines[0][0])
+        earliest = deadlines.earliest()
+        if earliest is not None:
+            self._arm(loop, earliest)
 
     def deliver(self, response: Response) -> None:
         """Resolve the future waiting for *response*'s uid (late answers are dropped)."""
