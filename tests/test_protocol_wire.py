@@ -6,12 +6,14 @@ import asyncio
 import os
 import random
 import socket
+import time
 import uuid
 
 import orjson
 import pytest
 
 from ecosys import TcpServer, UdpServer, UdsServer
+from ecosys.routing import Router
 
 
 async def open_stream(server: TcpServer | UdsServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -347,3 +349,42 @@ async def test_a_draining_uds_server_leaves_the_socket_of_the_one_that_replaced_
     finally:
         await new.close(1)
     assert not os.path.exists(path)
+
+
+async def test_a_lone_request_is_answered_before_the_servers_bookkeeping(
+    stream_server: TcpServer | UdsServer, router: Router, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server's statistics recording is made to block its event loop for a
+    # while; a client in another thread must get its answer before that ends,
+    # because the response of a read holding one request is sent first.
+    record = router.stats.record
+    block = 0.5
+
+    def slow_record(*args: object, **kwargs: object) -> None:
+        record(*args, **kwargs)
+        time.sleep(block)
+
+    monkeypatch.setattr(router.stats, "record", slow_record)
+    uid = str(uuid.uuid4())
+    line = b'{"uid":"%s","route_key":"echo","data":{"message":"quick"}}\n' % uid.encode()
+
+    def client() -> tuple[dict, float]:
+        if isinstance(stream_server, TcpServer):
+            sock = socket.create_connection(("127.0.0.1", stream_server.port), timeout=5)
+        else:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(5)
+            sock.connect(stream_server.path)
+        with sock:
+            sock.sendall(line)
+            started = time.monotonic()
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                assert chunk, "connection closed"
+                data += chunk
+            return orjson.loads(data), time.monotonic() - started
+
+    answer, waited = await asyncio.to_thread(client)
+    assert answer == {"uid": uid, "status": 0, "data": {"message": "quick"}}
+    assert waited < block / 2, f"the answer waited {waited:.3f}s for the bookkeeping"

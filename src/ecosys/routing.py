@@ -324,8 +324,10 @@ class Router:
             )
         finally:
             current_uid.reset(token)
-        self.stats.record("endpoints", call.endpoint.route_key, status, perf_counter() - started)
+        elapsed = perf_counter() - started
+        # Answered before the bookkeeping: the caller need not wait for it.
         respond(line)
+        self.stats.record("endpoints", call.endpoint.route_key, status, elapsed)
 
     async def run(self, call: PreparedCall) -> bytes:
         """Run a prepared call and return its response line."""

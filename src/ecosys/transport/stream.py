@@ -103,6 +103,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] | None = None
         self._in_data = False
+        self._write_through = False  # see data_received
         self._denied: str | None = None  # the peer's address, if not on the allowlist
         self._closed = False  # set by close(): the lines still unread are dropped
         # Calls to queued endpoints read in this data_received, stored together when it ends.
@@ -155,6 +156,10 @@ class StreamServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         lines, overflow = self._splitter.feed(data)
+        # A read of one request (a caller waiting for each answer) is answered
+        # the moment its handler returns, before the bookkeeping that follows;
+        # the responses to a read of many are gathered into one write.
+        self._write_through = len(lines) == 1 and not overflow
         self._in_data = True
         try:
             for line in lines:
@@ -168,6 +173,7 @@ class StreamServerProtocol(asyncio.Protocol):
                 # Also when the connection closed part way: what was read is stored.
                 self._store_gathered()
             self._in_data = False
+            self._write_through = False
             self._flush_out()
 
     def _line_received(self, line: bytes) -> None:
@@ -255,9 +261,14 @@ class StreamServerProtocol(asyncio.Protocol):
         # Responses are gathered and sent with one write: a read of many
         # pipelined requests, or a group commit waking many handlers, costs one
         # system call instead of one per response.
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             return  # a closing transport is checked once per flush, in _flush_out
         out = self._out
+        if out is None and self._write_through:
+            if not transport.is_closing():
+                transport.write(payload)
+            return
         if out is None:
             self._out = [payload]
             if not self._in_data:  # data_received flushes when it returns
