@@ -73,3 +73,29 @@ def test_ratio_is_the_median_pair_not_the_ratio_of_medians() -> None:
     assert result["ratio"] == 0.75 and result["passed"] is True
     # The target sits inside the middle half of the pairs: the verdict may flip.
     assert result["ratio_middle_half"] == [0.675, 0.825] and result["doubtful"] is True
+
+
+def test_queue_benchmark_judges_ratios_by_repetition() -> None:
+    # In a subprocess: benchmarks/queues has a workloads.py of its own, as ping_pong does.
+    queues = RUN.parent.parent / "queues"
+    script = (
+        "import run\n"
+        "plain = run.Outcome([30000.0, 48000.0, 30000.0])\n"
+        "queued = run.Outcome([11000.0, 20000.0, 17000.0])\n"
+        "sqlite = run.Outcome([3500.0, 3500.0, 3500.0])\n"
+        "checks = {c['id']: c for c in run.targets({run.TARGET_CASE: queued, 'plain_64': plain}, sqlite)}\n"
+        "c = checks['c']\n"
+        # Pairs 36.7%, 41.7%, 56.7%: the median pair fails although the medians' ratio passes.
+        "assert abs(c['value'] - 20000 / 48000) < 1e-9, c\n"
+        "assert abs(c['ratio_of_medians'] - 17000 / 30000) < 1e-9, c\n"
+        "assert c['passed'] is False and c['repetitions_passed'] == 1, c\n"
+        "queued.rates.pop()\n"
+        "c = {c['id']: c for c in run.targets({run.TARGET_CASE: queued, 'plain_64': plain}, sqlite)}['c']\n"
+        # A failed repetition leaves no pairs: the ratio of the medians stands in.
+        "assert c['value'] == c['ratio_of_medians'] == 15500 / 30000, c\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=queues, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
