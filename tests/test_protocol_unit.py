@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import orjson
@@ -230,3 +231,55 @@ def test_encode_request_json_escapes_the_route_key() -> None:
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     request = decode_request(line[:-1])
     assert (request.uid, request.route_key, request.data) == (uid, 'odd "key"\n', {"n": 1})
+
+
+def test_new_uids_are_random_version_4_uuids_across_batches() -> None:
+    from ecosys.protocol import new_uid
+    uids = [new_uid() for _ in range(2000)]  # many batches of 128
+    assert len(set(uids)) == len(uids)
+    for uid in uids:
+        parsed = uuid.UUID(uid)
+        assert str(parsed) == uid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every free digit is random: no place is stuck (a digit left from the template).
+    places = [i for i in range(36) if i not in (8, 13, 14, 18, 19, 23)]
+    for place in places:
+        assert len({uid[place] for uid in uids}) >= 12, place
+    assert {uid[14] for uid in uids} == {"4"}
+    assert {uid[19] for uid in uids} == set("89ab")
+
+
+def test_new_uid_from_many_threads_never_repeats() -> None:
+    import threading
+
+    from ecosys.protocol import new_uid
+    results: list[list[str]] = [[] for _ in range(8)]
+
+    def take(into: list[str]) -> None:
+        for _ in range(3000):
+            into.append(new_uid())
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [uid for into in results for uid in into]
+    assert len(every) == 24_000 and len(set(every)) == 24_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_repeat_its_parents_uids() -> None:
+    from ecosys.protocol import new_uid
+    new_uid()  # the parent now holds a partly used batch
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the next uids it would hand out
+        os.close(read_end)
+        os.write(write_end, " ".join(new_uid() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = set(pipe.read().decode().split())
+    os.waitpid(pid, 0)
+    parent = {new_uid() for _ in range(200)}
+    assert len(child) == 50 and not child & parent

@@ -76,29 +76,47 @@ _CANONICAL_UUID = re.compile(
 ).fullmatch
 
 
-_random_pool = bytearray()
+# Uids are made 128 at a time: per uid, formatting 16 random bytes in Python
+# costs about 1.6 µs, while a batch puts every digit of every uid in place with
+# 32 slice assignments (about 0.4 µs per uid, pop included).
+_UIDS_PER_BATCH = 128
+_SET_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
+_SET_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: RFC 9562 variant
+_UID_TEMPLATE = b"00000000-0000-0000-0000-000000000000 " * _UIDS_PER_BATCH
+_UID_STRIDE = 37  # one uid and the space after it
+# Where each of a uid's 32 hex digits goes in its 36 characters (dashes skipped).
+_DIGIT_PLACES = [i for i in range(36) if i not in (8, 13, 18, 23)]
+_uid_pool: list[str] = []
 
 
-def _forget_random_pool() -> None:
+def _forget_uid_pool() -> None:
     # A forked child must not hand out the uids its parent will hand out too.
-    _random_pool.clear()
+    _uid_pool.clear()
 
 
-os.register_at_fork(after_in_child=_forget_random_pool)
+os.register_at_fork(after_in_child=_forget_uid_pool)
+
+
+def _uid_batch() -> list[str]:
+    raw = bytearray(os.urandom(16 * _UIDS_PER_BATCH))
+    raw[6::16] = raw[6::16].translate(_SET_VERSION)
+    raw[8::16] = raw[8::16].translate(_SET_VARIANT)
+    digits = raw.hex().encode()
+    text = bytearray(_UID_TEMPLATE)
+    for digit, place in enumerate(_DIGIT_PLACES):
+        text[place::_UID_STRIDE] = digits[digit::32]
+    return text.decode().split()
 
 
 def new_uid() -> str:
     """Return a fresh random (version 4) request uid as a canonical UUID string."""
-    # Same result as str(uuid.uuid4()), without a UUID object and a getrandom
-    # system call per request: random bytes are drawn 4 KiB at a time.
-    if len(_random_pool) < 16:
-        _random_pool[:] = os.urandom(4096)
-    raw = _random_pool[-16:]
-    del _random_pool[-16:]
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # The same distribution as str(uuid.uuid4()). pop() and extend() are atomic,
+    # so threads calling this at once never share a uid.
+    while True:
+        try:
+            return _uid_pool.pop()
+        except IndexError:
+            _uid_pool.extend(_uid_batch())
 
 
 def is_valid_uid(value: object) -> bool:
