@@ -749,3 +749,50 @@ async def test_a_request_that_cannot_be_stored_does_not_take_its_read_with_it(
     assert "could not be stored: ValueError: cannot encode n=3" in answers[uids[3]]["data"]["message"]
     assert all(answers[u]["status"] == 0 for n, u in enumerate(uids) if n != 3)
     assert [n for n, _ in seen] == [0, 1, 2, 4, 5]
+
+
+async def test_acknowledgements_leave_when_their_commit_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Right after the commit of a stored request, the event loop is made to
+    # block for a while; a client in another thread must still get its
+    # acknowledgement at once, because the acknowledgements are written while
+    # the commit is settled, not at a later loop iteration.
+    import socket
+
+    import orjson
+
+    from ecosys.queues.store import DurableQueue
+
+    block = 0.5
+    blocked: list[bool] = []
+    settle = DurableQueue._settle
+
+    def settle_then_block(self, batch, error):  # type: ignore[no-untyped-def]
+        if batch.listeners and not blocked:
+            blocked.append(True)
+            asyncio.get_running_loop().call_soon(time.sleep, block)
+        settle(self, batch, error)
+
+    monkeypatch.setattr(DurableQueue, "_settle", settle_then_block)
+    seen: list[tuple[int, int]] = []
+    async with running_app(job_registry({}, seen), tmp_path) as (app, _):
+        uid = str(uuid.uuid4())
+        line = _request_line(uid, "jobs", {"n": 1}) + b"\n"
+
+        def client() -> tuple[dict, float]:  # type: ignore[type-arg]
+            with socket.create_connection(("127.0.0.1", app.servers[0].port), timeout=5) as sock:
+                sock.sendall(line)
+                started = time.monotonic()
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    assert chunk, "connection closed"
+                    data += chunk
+                return orjson.loads(data), time.monotonic() - started
+
+        answer, waited = await asyncio.to_thread(client)
+        await eventually(lambda: seen == [(1, 1)])
+    assert blocked, "the commit was never settled"
+    assert answer == {"uid": uid, "status": 0, "data": {"uid": uid}}
+    assert waited < block / 2, f"the acknowledgement waited {waited:.3f}s for a later loop iteration"

@@ -239,17 +239,10 @@ class StreamServerProtocol(asyncio.Protocol):
         self._answered(1)
 
     def _respond_many(self, lines: list[bytes]) -> None:
-        # The acknowledgements of one commit: already one batch. Outside a read
-        # they go out at once instead of at the next loop iteration, because a
-        # busy queue's next commit waits for the requests the client sends on
-        # receiving them.
-        transport = self._transport
-        if self._out is None and not self._in_data and transport is not None:
-            if not transport.is_closing():
-                transport.write(lines[0] if len(lines) == 1 else b"".join(lines))
-        else:
-            for line in lines:
-                self._write(line)
+        # The acknowledgements of one commit: already one batch, so nothing is
+        # gained by holding them for the next loop iteration, and a busy queue's
+        # next commit waits for the requests the client sends on receiving them.
+        self._write(lines[0] if len(lines) == 1 else b"".join(lines), complete=True)
         self._answered(len(lines))
 
     def _answered(self, count: int) -> None:
@@ -266,15 +259,17 @@ class StreamServerProtocol(asyncio.Protocol):
             self._flush_out()
             transport.close()
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: bytes, *, complete: bool = False) -> None:
         # Responses are gathered and sent with one write: a read of many
         # pipelined requests, or a group commit waking many handlers, costs one
-        # system call instead of one per response.
+        # system call instead of one per response. A payload nothing else can
+        # join goes out at once when nothing is gathered: the answer to a read
+        # of one request, or a *complete* batch outside a read.
         transport = self._transport
         if transport is None:
             return  # a closing transport is checked once per flush, in _flush_out
         out = self._out
-        if out is None and self._write_through:
+        if out is None and (self._write_through or (complete and not self._in_data)):
             if not transport.is_closing():
                 transport.write(payload)
             return
