@@ -19,7 +19,7 @@ class Fut:
 
 def test_every_due_deadline_comes_out_whatever_order_they_went_in() -> None:
     rng = random.Random(7)
-    deadlines: Deadlines[Fut] = Deadlines()
+    deadlines: Deadlines = Deadlines()
     model: list[tuple[float, str]] = []
     futures: dict[str, Fut] = {}
     now = 0.0
@@ -48,7 +48,7 @@ def test_every_due_deadline_comes_out_whatever_order_they_went_in() -> None:
 
 
 def test_answered_entries_behind_a_slow_request_are_swept() -> None:
-    deadlines: Deadlines[Fut] = Deadlines()
+    deadlines: Deadlines = Deadlines()
     slow = Fut()
     deadlines.add(10.0, slow, 10.0, "slow", waiting=1)
     for n in range(10_000):
@@ -63,7 +63,7 @@ def test_answered_entries_behind_a_slow_request_are_swept() -> None:
 
 
 def test_a_shorter_timeout_goes_first_and_clear_forgets_all() -> None:
-    deadlines: Deadlines[Fut] = Deadlines()
+    deadlines: Deadlines = Deadlines()
     a, b, c = Fut(), Fut(), Fut()
     deadlines.add(5.0, a, 5.0, "a", waiting=0)
     deadlines.add(6.0, b, 5.0, "b", waiting=1)

@@ -349,7 +349,7 @@ class ResponseMatcher:
         # since, which cannot tell the two answers apart). Oldest first, at most
         # MAX_OVERDUE_UIDS.
         self.overdue: dict[str, None] = {}
-        self._deadlines: Deadlines[asyncio.Future[Response]] = Deadlines()
+        self._deadlines = Deadlines()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
