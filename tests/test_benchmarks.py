@@ -51,7 +51,7 @@ def test_ratio_pairs_each_repetition_and_skips_failed_ones() -> None:
     ours = run.Outcome([100.0, None, 300.0, 80.0], ["ConnectFailed: x"])
     theirs = run.Outcome([200.0, 400.0, None, 100.0], ["ConnectFailed: y"])
     # Repetitions 2 and 3 failed on one side each: only 1 and 4 make pairs.
-    assert run.paired_ratios(ours, theirs) == [0.5, 0.8]
+    assert run.paired_ratios(ours.by_repetition, theirs.by_repetition) == [0.5, 0.8]
     assert ours.median == 100.0 and theirs.median == 200.0
 
 

@@ -77,3 +77,18 @@ def parse_run_options(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     if args.seconds <= 0 or args.warmup < 0 or args.repeats < 1:
         parser.error("--seconds must be > 0, --warmup >= 0 and --repeats >= 1")
     return args
+
+
+def paired_ratios(values: Sequence[float | None], references: Sequence[float | None]) -> list[float]:
+    """value / reference for each repetition in which both were measured (None: that one failed).
+
+    Both sides of a repetition run seconds apart, so each ratio compares them on
+    the machine as it was then; on a machine whose speed drifts (a shared VM),
+    medians taken over the whole run would compare one side's fast moments with
+    the other's slow ones.
+    """
+    return [
+        value / reference
+        for value, reference in zip(values, references, strict=True)
+        if value is not None and reference
+    ]

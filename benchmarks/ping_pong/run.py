@@ -46,7 +46,13 @@ import ecosys
 
 # Helpers shared by every benchmark (this one runs as a script from its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
-from measuring import add_run_options, loop_factory, parse_run_options, uvloop_version  # noqa: E402
+from measuring import (  # noqa: E402
+    add_run_options,
+    loop_factory,
+    paired_ratios,
+    parse_run_options,
+    uvloop_version,
+)
 
 HERE = Path(__file__).resolve().parent
 JSON_PATH = HERE / "last_run.json"
@@ -152,21 +158,6 @@ class Outcome:
         return statistics.median(rates) if rates else None
 
 
-def paired_ratios(ours: Outcome, theirs: Outcome) -> list[float]:
-    """ecosys / baseline for each repetition in which both sides succeeded.
-
-    The two sides of a repetition run one right after the other, so each ratio
-    compares them on the machine as it was at that moment: on a machine whose
-    speed drifts over seconds (a shared VM), medians taken side by side over
-    the whole run would compare fast moments of one side with slow ones of the other.
-    """
-    return [
-        mine / base
-        for mine, base in zip(ours.by_repetition, theirs.by_repetition, strict=True)
-        if mine is not None and base
-    ]
-
-
 def middle_half(values: list[float]) -> tuple[float, float] | None:
     """The first and third quartiles of *values* (None for fewer than two)."""
     if len(values) < 2:
@@ -230,7 +221,7 @@ def run_loop(loop_kind: str, args: argparse.Namespace, run_dir: Path) -> dict[st
 def row_result(row: Row, outcome: dict[str, Outcome]) -> dict[str, Any]:
     """The JSON record of one row."""
     ours, theirs = outcome["ecosys"], outcome["baseline"]
-    ratios = paired_ratios(ours, theirs)
+    ratios = paired_ratios(ours.by_repetition, theirs.by_repetition)
     ratio = statistics.median(ratios) if ratios else None
     middle = middle_half(ratios)
     passed = None if row.target is None or ratio is None else ratio >= row.target

@@ -38,7 +38,13 @@ import ecosys
 
 # Helpers shared by every benchmark (this one runs as a script from its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
-from measuring import add_run_options, loop_factory, parse_run_options, uvloop_version  # noqa: E402
+from measuring import (  # noqa: E402
+    add_run_options,
+    loop_factory,
+    paired_ratios,
+    parse_run_options,
+    uvloop_version,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -280,17 +286,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def paired(values: list[float], references: list[float]) -> list[float]:
     """Ratios of the repetitions measured side by side (empty if a repetition failed)."""
     if len(values) != len(references) or not all(references):
-        return []
-    return [v / r for v, r in zip(values, references, strict=True)]
+        return []  # rates hold only the repetitions that succeeded: no longer aligned
+    return paired_ratios(values, references)
 
 
 def paired_median(values: Outcome, references: Outcome) -> float | None:
-    """The median of the per-repetition ratios; the ratio of the medians if a repetition failed.
-
-    Each repetition measures both rows within seconds of each other, so their
-    ratio compares them on the machine as it was then; a VM whose speed drifts
-    would make medians taken over the whole run compare different moments.
-    """
+    """The median of the per-repetition ratios (see paired_ratios); the ratio of the medians if a repetition failed."""
     pairs = paired(values.rates, references.rates)
     if pairs:
         return statistics.median(pairs)
