@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean venv system-deps rrdtool-check docs dist
+.PHONY: demo test lint bench clean venv compiled pure system-deps rrdtool-check docs dist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,21 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The per-request modules compiled to C extensions with mypyc (the list is in
+# setup.py), rebuilt when one of them changes: a stale compiled module would
+# shadow an edited source file. `make pure` removes them again.
+COMPILED_SOURCES := $(shell sed -n 's|^    "\(src/ecosys/.*\.py\)",$$|\1|p' setup.py)
+COMPILED_STAMP := $(VENV)/.compiled
+
+$(COMPILED_STAMP): $(STAMP) setup.py $(COMPILED_SOURCES)
+	ECOSYS_COMPILE=1 $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(COMPILED_STAMP)
+
+compiled: $(COMPILED_STAMP)
+
+pure:
+	rm -f $(COMPILED_STAMP) src/*.so src/ecosys/*.so src/ecosys/*/*.so
 
 # What the demo needs and no more (no test or lint tools), so a first
 # `make demo` on a fresh clone spends its time on the demo, not on installs.
@@ -68,14 +83,14 @@ rrdtool-check:
 demo: $(RUN_STAMP)
 	$(PY) examples/fun_factory/run.py --duration 20 --rate 40 --kill-tracker-at 8
 
-test: system-deps $(STAMP)
-	$(PY) -m pytest -q
+test: system-deps $(COMPILED_STAMP)
+	ECOSYS_EXPECT_COMPILED=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks clients
 	$(VENV)/bin/mypy src
 
-bench: $(STAMP)
+bench: $(COMPILED_STAMP)
 	$(PY) benchmarks/ping_pong/run.py
 	$(PY) benchmarks/queues/run.py
 
@@ -89,5 +104,5 @@ dist: $(RELEASE_STAMP)
 	$(PY) -m build --outdir dist
 	$(VENV)/bin/twine check --strict dist/*
 
-clean:
+clean: pure
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 import ecosys
-from ecosys import Registry, Router, TcpServer, UdpServer, UdsServer, endpoint
+from ecosys import Registry, Router, TcpServer, UdpServer, UdsServer, build, endpoint
 
 
 class Echo(BaseModel):
@@ -57,6 +57,15 @@ def build_registry() -> Registry:
         return "x" * request.n
 
     return registry
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A compiled module older than its edited source would be tested instead of it.
+    stale = build.stale_modules()
+    if stale:
+        pytest.exit(f"compiled modules older than their sources: {', '.join(stale)}; "
+                    "run `make compiled` to rebuild them (or `make pure` to remove them)",
+                    returncode=2)
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ from apphelpers import AppProcess, app_env, free_port, wait_until
 from typer.testing import CliRunner, Result
 
 import ecosys
+from ecosys.build import build_kind
 from ecosys.cli import app
 
 SERVICE_SCRIPT = '''
@@ -228,7 +229,7 @@ def test_help_on_every_command_and_exit_codes_in_the_epilog() -> None:
 
 
 def test_version_option_prints_the_package_version() -> None:
-    assert ok("--version").strip() == f"eco (ecosys {ecosys.__version__})"
+    assert ok("--version").strip() == f"eco (ecosys {ecosys.__version__}, {build_kind()})"
     assert ok("-V") == ok("--version")
 
 

@@ -8,12 +8,14 @@ import random
 import socket
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
 
 from ecosys import TcpServer, UdpServer, UdsServer
 from ecosys.routing import Router
+from ecosys.telemetry.stats import StatisticsKeeper
 
 
 async def open_stream(server: TcpServer | UdsServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -357,14 +359,14 @@ async def test_a_lone_request_is_answered_before_the_servers_bookkeeping(
     # The server's statistics recording is made to block its event loop for a
     # while; a client in another thread must get its answer before that ends,
     # because the response of a read holding one request is sent first.
-    record = router.stats.record
     block = 0.5
 
-    def slow_record(*args: object, **kwargs: object) -> None:
-        record(*args, **kwargs)
-        time.sleep(block)
+    class SlowKeeper(StatisticsKeeper):
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            super().record(*args, **kwargs)
+            time.sleep(block)
 
-    monkeypatch.setattr(router.stats, "record", slow_record)
+    monkeypatch.setattr(router, "stats", SlowKeeper())
     uid = str(uuid.uuid4())
     line = b'{"uid":"%s","route_key":"echo","data":{"message":"quick"}}\n' % uid.encode()
 

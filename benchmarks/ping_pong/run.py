@@ -43,6 +43,7 @@ from workloads import (
 )
 
 import ecosys
+from ecosys.build import build_kind
 
 # Helpers shared by every benchmark (this one runs as a script from its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
@@ -335,6 +336,7 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "ecosys": ecosys.__version__,
+        "build": build_kind(),  # "compiled" (mypyc) or "pure Python"
         "uvloop": uvloop_version(),
         "git": git_state(),
     }
@@ -420,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             loop_kinds.remove("uvloop")
             if not loop_kinds:
                 return 1
+    print(f"ecosys {ecosys.__version__}, {build_kind()} build", flush=True)
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     run_dir = Path(tempfile.mkdtemp(prefix="ecosys-bench-"))

@@ -35,6 +35,7 @@ from workloads import (
 )
 
 import ecosys
+from ecosys.build import build_kind
 
 # Helpers shared by every benchmark (this one runs as a script from its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
@@ -482,6 +483,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "ecosys": ecosys.__version__,
+        "build": build_kind(),  # "compiled" (mypyc) or "pure Python"
         "uvloop": uvloop_version(),
         "sqlite": sqlite3.sqlite_version,
         "request_bytes": len(sample_requests(1)[0]),

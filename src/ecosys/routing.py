@@ -13,10 +13,11 @@ import typing
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from time import perf_counter
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import pydantic_core
+from mypy_extensions import mypyc_attr
 from pydantic import BaseModel, TypeAdapter
 
 from .errors import ConfigurationError, Reject
@@ -36,12 +37,14 @@ Handler = Callable[..., Awaitable[Any]]
 RESERVED_PREFIX = "eco."
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Endpoint:
     """A route key bound to an async handler and the model of its request data."""
 
     # True for endpoints whose requests are only stored on arrival (queued
     # endpoints): servers acknowledge them through Router.store_many, without a task.
-    stores_without_task = False
+    # A ClassVar, so that the compiled build reads the subclass's value too.
+    stores_without_task: ClassVar[bool] = False
 
     def __init__(self, route_key: str, handler: Handler, *, reserved: bool = False) -> None:
         if not isinstance(route_key, str) or not route_key.strip():
@@ -255,9 +258,11 @@ class Router:
         """Parse and validate *line*; return a call to run, or an error response line."""
         try:
             uid, route_key, data = decode_request_fields(line)
-        except ProtocolViolation as exc:
+        except ProtocolViolation as violation:
+            # (One name per except clause: the compiled build types a name once per function.)
             self.stats.record("endpoints", "<protocol error>", Status.PROTOCOL_ERROR, None)
-            return encode_error(exc.uid, Status.PROTOCOL_ERROR, exc.message, exc.details)
+            return encode_error(violation.uid, Status.PROTOCOL_ERROR, violation.message,
+                                violation.details)
         # Decoding, routing and validation in one function: this runs for every
         # request, and each call saved is measurable.
         target = self.registry.endpoints.get(route_key) or self.standard.get(route_key)
@@ -265,8 +270,8 @@ class Router:
             return self._unknown_route(uid, route_key)
         try:
             value = target.validate(data)
-        except pydantic.ValidationError as exc:
-            return self._invalid_data(uid, route_key, exc)
+        except pydantic.ValidationError as invalid:
+            return self._invalid_data(uid, route_key, invalid)
         except Exception as exc:
             # A validator of the model that raises something else (a KeyError in
             # a before-validator): a bug on this side, answered like a handler
@@ -311,9 +316,9 @@ class Router:
             # NaN and infinities are not JSON: send null, as orjson does elsewhere.
             line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
             status = 0
-        except Reject as exc:
-            status = exc.status
-            line = encode_error(uid, exc.status, exc.message, exc.details)
+        except Reject as rejected:
+            status = rejected.status
+            line = encode_error(uid, rejected.status, rejected.message, rejected.details)
         except HANDLER_FAILURES as exc:
             if is_stop(exc, mark):
                 raise  # this request is being cancelled (shutdown): no answer
@@ -376,10 +381,11 @@ class Router:
 
         try:
             committed = endpoint.store_many_nowait(calls, stored)  # type: ignore[attr-defined]
-        except Reject as exc:
-            stats.record("endpoints", route_key, exc.status, perf_counter() - started, len(calls))
-            respond_many([encode_error(call.uid, exc.status, exc.message, exc.details)
-                          for call in calls])
+        except Reject as rejected:
+            stats.record("endpoints", route_key, rejected.status, perf_counter() - started,
+                         len(calls))
+            respond_many([encode_error(call.uid, rejected.status, rejected.message,
+                                       rejected.details) for call in calls])
             return
         except Exception as exc:
             if len(calls) > 1:

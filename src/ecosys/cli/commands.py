@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
+from ..build import build_kind
 from ..transport.client import encode_data
 from . import render
 from .core import (
@@ -70,7 +71,7 @@ queue_app = typer.Typer(
 )
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"eco (ecosys {__version__})")
+        typer.echo(f"eco (ecosys {__version__}, {build_kind()})")
         raise typer.Exit()
 
 

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 # Bucket upper bounds from 1 µs to ~1000 s, each 5% above the one before:
 # a percentile read from a bucket is within 5% of the true value.
 _RATIO = 1.05
@@ -133,6 +135,7 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return root
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StatisticsKeeper:
     """Per-period call statistics, custom values and queue sizes of this process."""
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 import pydantic
 import pydantic_core
+from mypy_extensions import mypyc_attr
 from pydantic import BaseModel, TypeAdapter
 
 from ..errors import (
@@ -95,6 +96,7 @@ def encode_data(data: Any) -> bytes:
         return pydantic_core.to_json(data, inf_nan_mode="null")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Client:
     """Timeouts, bounded retries, uid propagation and response checking for all transports.
 
@@ -661,6 +663,7 @@ class BufferedStreamClientProtocol(
     """The client connection on asyncio's own loops: receives into the shared buffer."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamClient(Client):
     """Newline-JSON client over a stream socket; subclasses say how to connect.
 
@@ -676,9 +679,21 @@ class StreamClient(Client):
         persistent: bool = True,
         heartbeat_interval: float | None = 5.0,
         heartbeat_timeout: float = 5.0,
-        **options: Any,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        retry_delay: float = 0.1,
+        retry_on_timeout: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        super().__init__(**options)
+        # Client's options spelled out, not forwarded as **options: the
+        # compiled build (mypyc) mishandles a keyword-only signature that ends
+        # in **kwargs when it builds this method's signature.
+        super().__init__(
+            timeout=timeout, connect_timeout=connect_timeout, retries=retries,
+            retry_delay=retry_delay, retry_on_timeout=retry_on_timeout,
+            max_message_size=max_message_size,
+        )
         self.persistent = persistent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout

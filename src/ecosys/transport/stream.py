@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any, ClassVar, cast
+
+from mypy_extensions import mypyc_attr
 
 from ..protocol import (
     HEARTBEAT_REPLY,
@@ -31,10 +33,11 @@ log = logging.getLogger("ecosys.transport")
 MAX_IN_FLIGHT_PER_CONNECTION = 4096
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamServer:
     """Common lifecycle of the TCP and UDS servers: listen, track, drain, close."""
 
-    kind = "stream"
+    kind: ClassVar[str] = "stream"  # a ClassVar: the compiled build then reads a subclass's value
 
     def __init__(
         self, router: Router, *, max_message_size: int, allow: Allowlist | None = None

@@ -1,0 +1,51 @@
+"""The compiled build: its module list, its staleness check, and that `make test` really runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from ecosys import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_module_list_matches_setup_py() -> None:
+    # setup.py compiles what ecosys.build reports on: the two lists must not drift apart.
+    setup_py = (ROOT / "setup.py").read_text()
+    listed = re.findall(r'^    "src/(ecosys/[\w/]+)\.py",$', setup_py, re.MULTILINE)
+    assert listed, "no module list found in setup.py"
+    assert tuple(path.replace("/", ".") for path in listed) == build.COMPILED_MODULES
+
+
+def test_build_kind_is_all_or_nothing() -> None:
+    kind = build.build_kind()
+    assert kind in ("compiled", "pure Python"), f"a broken build: {build.compiled_modules()}"
+
+
+@pytest.mark.skipif(os.environ.get("ECOSYS_EXPECT_COMPILED") != "1",
+                    reason="only where the build is known to be compiled (make test sets it)")
+def test_make_test_runs_the_compiled_build() -> None:
+    assert build.build_kind() == "compiled", build.compiled_modules()
+    assert build.stale_modules() == []
+
+
+def test_a_source_newer_than_its_compiled_module_is_stale(tmp_path: Path) -> None:
+    compiled = tmp_path / "stream.cpython-313-x86_64-linux-gnu.so"
+    source = tmp_path / "stream.py"
+    compiled.write_bytes(b"")
+    source.write_text("")
+    now = time.time()
+    os.utime(compiled, (now, now))
+    os.utime(source, (now - 60, now - 60))
+    assert not build.is_stale(compiled)
+    os.utime(source, (now + 60, now + 60))  # edited after the build
+    assert build.is_stale(compiled)
+    # A source module is never stale, and a compiled one without its source (a wheel) is not either.
+    assert not build.is_stale(source)
+    source.unlink()
+    assert not build.is_stale(compiled)
