@@ -87,7 +87,7 @@ test: system-deps $(COMPILED_STAMP)
 	ECOSYS_EXPECT_COMPILED=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples benchmarks clients
+	$(VENV)/bin/ruff check setup.py src tests examples benchmarks clients
 	$(VENV)/bin/mypy src
 
 bench: $(COMPILED_STAMP)
