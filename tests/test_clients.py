@@ -1186,3 +1186,31 @@ def test_a_connection_remembers_a_bounded_number_of_overdue_uids() -> None:
     matcher.deliver(Response(uids[-1], 0, "late"))
     assert not matcher.busy(uids[-1])
 
+
+
+class Reading(BaseModel):
+    # A model that asks pydantic for NaN/Infinity tokens, which are not JSON.
+    model_config = pydantic.ConfigDict(ser_json_inf_nan="constants")
+
+    value: float | None
+
+
+async def test_non_finite_floats_cross_as_null_both_ways(kind_and_server: tuple[str, object],
+                                                         router: Router) -> None:
+    # Before value_json, the server's answer held a bare NaN: the client's
+    # decoder refused the line and dropped the connection with every request on it.
+    seen: list[float | None] = []
+
+    @endpoint("reading", registry=router.registry)
+    async def reading(request: Reading) -> Reading:
+        seen.append(request.value)
+        return Reading(value=float("nan"))
+
+    kind, server = kind_and_server
+    async with make_client(kind, server, timeout=5) as client:
+        answers = await asyncio.gather(
+            client.request("reading", Reading(value=float("inf"))),
+            client.request("echo", {"message": "still here"}),
+        )
+    assert answers == [{"value": None}, {"message": "still here"}]
+    assert seen == [None]  # the request's infinity arrived as null

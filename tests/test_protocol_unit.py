@@ -6,11 +6,18 @@ import os
 import uuid
 
 import orjson
+import pydantic_core
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ecosys import ConfigurationError, Registry, Reject, Router, endpoint
-from ecosys.protocol import decode_request, encode_request, encode_request_json, encode_success_json
+from ecosys.protocol import (
+    decode_request,
+    encode_request,
+    encode_request_json,
+    encode_success_json,
+    value_json,
+)
 
 
 async def answer(router: Router, obj: object) -> dict:
@@ -283,3 +290,30 @@ def test_a_forked_child_does_not_repeat_its_parents_uids() -> None:
     os.waitpid(pid, 0)
     parent = {new_uid() for _ in range(200)}
     assert len(child) == 50 and not child & parent
+
+
+class _ConstantsModel(BaseModel):
+    # Asks pydantic to write NaN/Infinity tokens, which are not JSON.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    x: float
+    xs: list[float] = []
+    label: str = ""
+    big: int = 0
+
+
+def test_value_json_turns_non_finite_floats_into_null_even_for_constants_models() -> None:
+    model = _ConstantsModel(x=float("nan"), xs=[1.5, float("inf"), float("-inf")],
+                            label="NaN and Infinity", big=2**70)
+    data = value_json(model)
+    # orjson refuses NaN/Infinity tokens: this is strict JSON.
+    assert orjson.loads(data) == {"x": None, "xs": [1.5, None, None],
+                                  "label": "NaN and Infinity", "big": 2**70}
+    assert value_json([model])[:1] == b"["
+    assert orjson.loads(value_json([model]))[0]["x"] is None
+
+
+def test_value_json_leaves_finite_values_and_look_alike_strings_alone() -> None:
+    model = _ConstantsModel(x=2.5, label="NaN Infinity", big=-(2**70))
+    assert value_json(model) == pydantic_core.to_json(model)
+    assert value_json({"a": float("nan")}) == b'{"a":null}'

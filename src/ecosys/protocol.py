@@ -6,6 +6,8 @@ tests can use it directly.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 import orjson
+import pydantic_core
 
 ENQ = b"\x05"
 ACK = b"\x06"
@@ -179,6 +182,41 @@ def encode_request(uid: str, route_key: str, data: Any) -> bytes:
     return orjson.dumps(
         {"uid": uid, "route_key": route_key, "data": data}, option=orjson.OPT_APPEND_NEWLINE
     )
+
+
+def value_json(value: Any) -> bytes:
+    """*value* (a pydantic model, or anything pydantic can serialise) as strict JSON.
+
+    NaN and the infinities become null, as orjson writes them: they are not JSON,
+    and a peer's decoder would refuse the whole line.
+    """
+    data = pydantic_core.to_json(value, inf_nan_mode="null")
+    # A model configured with ser_json_inf_nan="constants" overrides inf_nan_mode
+    # and writes bare NaN/Infinity tokens. Two substring tests on the common path;
+    # decoding only when one of them hits (it may be inside a string).
+    if b"NaN" in data or b"Infinity" in data:
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _strict_json(pydantic_core.to_jsonable_python(value))
+    return data
+
+
+def _strict_json(jsonable: Any) -> bytes:
+    # The standard library's encoder: unlike orjson it takes integers of any size.
+    return json.dumps(
+        _non_finite_to_none(jsonable), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def _non_finite_to_none(value: Any) -> Any:
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is dict:
+        return {key: _non_finite_to_none(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_non_finite_to_none(item) for item in value]
+    return value
 
 
 def encode_success_json(uid: str, data_json: bytes) -> bytes:

@@ -16,7 +16,6 @@ from time import perf_counter
 from typing import Any, ClassVar
 
 import pydantic
-import pydantic_core
 from mypy_extensions import mypyc_attr
 from pydantic import BaseModel, TypeAdapter
 
@@ -27,6 +26,7 @@ from .protocol import (
     decode_request_fields,
     encode_error,
     encode_success_json,
+    value_json,
 )
 from .telemetry.stats import StatisticsKeeper, stats
 from .tracking import current_uid
@@ -313,8 +313,7 @@ class Router:
         mark = cancellation_mark()
         try:
             result = await call.endpoint.invoke(call)
-            # NaN and infinities are not JSON: send null, as orjson does elsewhere.
-            line = encode_success_json(uid, pydantic_core.to_json(result, inf_nan_mode="null"))
+            line = encode_success_json(uid, value_json(result))
             status = 0
         except Reject as rejected:
             status = rejected.status

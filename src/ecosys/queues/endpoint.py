@@ -11,10 +11,9 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-import pydantic_core
 
 from ..errors import ConfigurationError, Reject
-from ..protocol import Status
+from ..protocol import Status, value_json
 from ..routing import (
     HANDLER_FAILURES,
     Endpoint,
@@ -52,7 +51,7 @@ def stored_request(value: Any, data: Any = NOT_RECEIVED) -> bytes:
     """
     if data is not NOT_RECEIVED:
         return orjson.dumps(data)
-    return b"null" if value is None else pydantic_core.to_json(value, inf_nan_mode="null")
+    return b"null" if value is None else value_json(value)
 
 
 class QueuedEndpoint(Endpoint, QueueStorage):

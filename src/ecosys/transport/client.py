@@ -16,7 +16,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import pydantic
-import pydantic_core
 from mypy_extensions import mypyc_attr
 from pydantic import BaseModel, TypeAdapter
 
@@ -40,6 +39,7 @@ from ..protocol import (
     is_valid_uid,
     new_uid,
     request_line_middle,
+    value_json,
 )
 from ..tasks import retrieve_exception
 from ..telemetry.stats import stats
@@ -89,11 +89,11 @@ def _not_sent() -> ConnectFailed:
 def encode_data(data: Any) -> bytes:
     """Serialise request data (a model, or anything JSON-able) to JSON bytes."""
     if isinstance(data, BaseModel):
-        return pydantic_core.to_json(data, inf_nan_mode="null")
+        return value_json(data)
     try:
         return orjson.dumps(data)
     except TypeError:
-        return pydantic_core.to_json(data, inf_nan_mode="null")
+        return value_json(data)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
