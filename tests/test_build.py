@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import time
@@ -49,3 +50,22 @@ def test_a_source_newer_than_its_compiled_module_is_stale(tmp_path: Path) -> Non
     assert not build.is_stale(source)
     source.unlink()
     assert not build.is_stale(compiled)
+
+
+def test_compiled_modules_bind_each_except_name_to_one_exception_type() -> None:
+    # mypyc gives a local name one type for the whole function: `except A as exc`
+    # and later `except B as exc` make the compiled build raise TypeError on the
+    # second path (Router.prepare did, on every validation error).
+    offenders = []
+    for name in build.COMPILED_MODULES:
+        path = ROOT / "src" / (name.replace(".", "/") + ".py")
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            caught: dict[str, set[str]] = {}
+            for node in ast.walk(function):
+                if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                    caught.setdefault(node.name, set()).add(ast.unparse(node.type))
+            offenders += [f"{name}.{function.name}: {var} catches {sorted(types)}"
+                          for var, types in caught.items() if len(types) > 1]
+    assert offenders == []
