@@ -83,8 +83,15 @@ rrdtool-check:
 demo: $(RUN_STAMP)
 	$(PY) examples/fun_factory/run.py --duration 20 --rate 40 --kill-tracker-at 8
 
+# The whole suite on the compiled build, then the tests of the compiled modules
+# themselves on their pure Python source (tests/purepython.py), so both builds
+# a user can install stay tested.
+PURE_TESTS := tests/test_protocol_unit.py tests/test_protocol_wire.py tests/test_clients.py \
+	tests/test_deadlines.py tests/test_queued_endpoint.py tests/test_build.py
+
 test: system-deps $(COMPILED_STAMP)
 	ECOSYS_EXPECT_COMPILED=1 $(PY) -m pytest -q
+	ECOSYS_PURE=1 $(PY) -m pytest -q $(PURE_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check setup.py src tests examples benchmarks clients

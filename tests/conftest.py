@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import purepython  # noqa: F401  (ECOSYS_PURE=1: before ecosys is imported)
 import pytest
 from pydantic import BaseModel
 

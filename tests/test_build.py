@@ -35,6 +35,12 @@ def test_make_test_runs_the_compiled_build() -> None:
     assert build.stale_modules() == []
 
 
+@pytest.mark.skipif(os.environ.get("ECOSYS_PURE") != "1",
+                    reason="only in the pure run of make test (ECOSYS_PURE=1)")
+def test_ecosys_pure_loads_every_module_from_source() -> None:
+    assert build.build_kind() == "pure Python", build.compiled_modules()
+
+
 def test_a_source_newer_than_its_compiled_module_is_stale(tmp_path: Path) -> None:
     compiled = tmp_path / "stream.cpython-313-x86_64-linux-gnu.so"
     source = tmp_path / "stream.py"
