@@ -21,18 +21,18 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compiled_module_names() -> set[str]:
-    """The modules setup.py compiles (read from it: ecosys must not be imported yet)."""
+def compiled_module_names() -> tuple[str, ...]:
+    """The modules setup.py compiles, in its order (read from it: ecosys must not be imported yet)."""
     listed = re.findall(r'^    "src/(ecosys/[\w/]+)\.py",$', (ROOT / "setup.py").read_text(),
                         re.MULTILINE)
-    return {path.replace("/", ".") for path in listed}
+    return tuple(path.replace("/", ".") for path in listed)
 
 
 class SourceFirstFinder(importlib.abc.MetaPathFinder):
     """Finds the listed modules as source files, even where a compiled file sits beside them."""
 
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = frozenset(names)
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None

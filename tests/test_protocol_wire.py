@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from apphelpers import read_response
 
 from ecosys import TcpServer, UdpServer, UdsServer
 from ecosys.routing import Router
@@ -380,12 +381,7 @@ async def test_a_lone_request_is_answered_before_the_servers_bookkeeping(
         with sock:
             sock.sendall(line)
             started = time.monotonic()
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                assert chunk, "connection closed"
-                data += chunk
-            return orjson.loads(data), time.monotonic() - started
+            return read_response(sock, timeout=5), time.monotonic() - started
 
     answer, waited = await asyncio.to_thread(client)
     assert answer == {"uid": uid, "status": 0, "data": {"message": "quick"}}

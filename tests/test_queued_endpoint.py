@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from apphelpers import connect_tcp, read_response
 from pydantic import BaseModel, Field, SecretStr
 from queuehelpers import eventually, running_app
 
@@ -758,9 +759,7 @@ async def test_acknowledgements_leave_when_their_commit_settles(
     # block for a while; a client in another thread must still get its
     # acknowledgement at once, because the acknowledgements are written while
     # the commit is settled, not at a later loop iteration.
-    import socket
 
-    import orjson
 
     from ecosys.queues.store import DurableQueue
 
@@ -781,15 +780,10 @@ async def test_acknowledgements_leave_when_their_commit_settles(
         line = _request_line(uid, "jobs", {"n": 1}) + b"\n"
 
         def client() -> tuple[dict, float]:  # type: ignore[type-arg]
-            with socket.create_connection(("127.0.0.1", app.servers[0].port), timeout=5) as sock:
+            with connect_tcp(app.servers[0].port) as sock:
                 sock.sendall(line)
                 started = time.monotonic()
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(4096)
-                    assert chunk, "connection closed"
-                    data += chunk
-                return orjson.loads(data), time.monotonic() - started
+                return read_response(sock, timeout=5), time.monotonic() - started
 
         answer, waited = await asyncio.to_thread(client)
         await eventually(lambda: seen == [(1, 1)])

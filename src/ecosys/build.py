@@ -43,11 +43,7 @@ def build_kind() -> str:
 
 def stale_modules() -> list[str]:
     """Compiled modules whose source file beside them is newer than the compiled file."""
-    stale = []
-    for name in COMPILED_MODULES:
-        if is_stale(_file_of(name)):
-            stale.append(name)
-    return stale
+    return [name for name in COMPILED_MODULES if is_stale(_file_of(name))]
 
 
 def is_stale(loaded: Path) -> bool:

@@ -686,9 +686,10 @@ class StreamClient(Client):
         retry_on_timeout: bool = False,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        # Client's options spelled out, not forwarded as **options: the
-        # compiled build (mypyc) mishandles a keyword-only signature that ends
-        # in **kwargs when it builds this method's signature.
+        # Client's options spelled out, not forwarded as **options: mypyc
+        # (the compiled build) fails to build a signature of keyword-only
+        # floats followed by **kwargs, and a compiled super().__init__(**options)
+        # passes the dict as the first positional argument.
         super().__init__(
             timeout=timeout, connect_timeout=connect_timeout, retries=retries,
             retry_delay=retry_delay, retry_on_timeout=retry_on_timeout,
